@@ -1,0 +1,48 @@
+"""Reading data files with errors that name the file and the line, field or key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class DataFileError(ValueError):
+    """Bad content in a data file; the message names the file and the line, field or key."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        problem: str,
+        *,
+        line: int | None = None,
+        field: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.path, self.line, self.field, self.key = Path(path), line, field, key
+        where = [str(path)]
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        if key is not None:
+            where.append(f"key {key!r}")
+        super().__init__(f"{', '.join(where)}: {problem}")
+
+
+def read_json_by_item_id(path: str | Path) -> dict[int, Any]:
+    """A JSON object keyed by integer item ids (MiniOneRec's index/*.json files)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataFileError(path, f"not valid JSON: {error.msg}", line=error.lineno) from None
+    if not isinstance(raw, dict):
+        raise DataFileError(path, "expected a JSON object keyed by item id")
+    by_item_id = {}
+    for key, value in raw.items():
+        try:
+            by_item_id[int(key)] = value
+        except ValueError:
+            raise DataFileError(path, "item id is not an integer", key=key) from None
+    return by_item_id
