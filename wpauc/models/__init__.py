@@ -1,1 +1,25 @@
-"""wpauc.models."""
+"""Policy and reference builders: a tiny Qwen2 model from a config (the default), a
+pretrained local checkpoint with optional LoRA and 4/8-bit loading, the frozen reference,
+and the vocabulary check that the policy covers every item code.
+
+Builders are chosen by `class_path` in YAML and share one method:
+`build(tokenizer, item_codes=None) -> model`.
+"""
+
+from wpauc.models.pretrained import LoraSettings, PretrainedPolicy
+from wpauc.models.random_checkpoint import save_random_checkpoint, word_level_tokenizer
+from wpauc.models.reference import ReferenceModel
+from wpauc.models.tiny import TinyQwen2Policy
+from wpauc.models.vocabulary import check_vocabulary, embedding_rows, set_special_token_ids
+
+__all__ = [
+    "LoraSettings",
+    "PretrainedPolicy",
+    "ReferenceModel",
+    "TinyQwen2Policy",
+    "check_vocabulary",
+    "embedding_rows",
+    "save_random_checkpoint",
+    "set_special_token_ids",
+    "word_level_tokenizer",
+]
