@@ -25,7 +25,15 @@ from wpauc.metrics import (
 
 NUM_USERS = 48
 NUM_ITEMS = 41  # n = 40 negatives, so windows on multiples of 1/40 hit the ROC's kinks
-WINDOWS = [(0.0, 1.0), (0.0, 0.1), (0.05, 0.1), (0.025, 0.05), (0.013, 0.071), (0.3, 0.7), (0.9, 0.1)]
+WINDOWS = [
+    (0.0, 1.0),
+    (0.0, 0.1),
+    (0.05, 0.1),
+    (0.025, 0.05),
+    (0.013, 0.071),
+    (0.3, 0.7),
+    (0.9, 0.1),
+]
 
 
 def make_batch(ties: bool, seed: int, num_users: int = NUM_USERS, num_items: int = NUM_ITEMS):
@@ -54,7 +62,7 @@ def roc_window_mean(labels: np.ndarray, scores: np.ndarray, alpha: float, d: flo
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     low, high = alpha, min(alpha + d, 1.0)
     area = 0.0
-    for x0, x1, y0, y1 in zip(fpr[:-1], fpr[1:], tpr[:-1], tpr[1:]):
+    for x0, x1, y0, y1 in zip(fpr[:-1], fpr[1:], tpr[:-1], tpr[1:], strict=True):
         start, end = max(x0, low), min(x1, high)
         if end > start:
             y_start, y_end = np.interp([start, end], [x0, x1], [y0, y1])
@@ -66,7 +74,7 @@ def roc_window_mean(labels: np.ndarray, scores: np.ndarray, alpha: float, d: flo
 def test_positive_ranks_match_brute_force(ties):
     scores, target = make_batch(ties, seed=0)
     ranks = positive_ranks(scores, target)
-    for user, (row, column) in enumerate(zip(scores.tolist(), target.tolist())):
+    for user, (row, column) in enumerate(zip(scores.tolist(), target.tolist(), strict=True)):
         others = row[:column] + row[column + 1 :]
         assert ranks.gt[user] == sum(score > row[column] for score in others)
         assert ranks.ge[user] == sum(score >= row[column] for score in others)
@@ -77,8 +85,12 @@ def test_positive_ranks_match_brute_force(ties):
 def test_hit_rate_and_ndcg_match_torchmetrics_without_ties(k):
     scores, target = make_batch(ties=False, seed=1)
     labels = labels_of(target, NUM_ITEMS)
-    expected_hr = torch.stack([retrieval_hit_rate(s, y, top_k=k) for s, y in zip(scores, labels)])
-    expected_ndcg = torch.stack([retrieval_normalized_dcg(s, y, top_k=k) for s, y in zip(scores, labels)])
+    expected_hr = torch.stack(
+        [retrieval_hit_rate(s, y, top_k=k) for s, y in zip(scores, labels, strict=True)]
+    )
+    expected_ndcg = torch.stack(
+        [retrieval_normalized_dcg(s, y, top_k=k) for s, y in zip(scores, labels, strict=True)]
+    )
     torch.testing.assert_close(hit_rate(scores, target, k), expected_hr.float())
     torch.testing.assert_close(ndcg(scores, target, k), expected_ndcg.float())
     assert 0 < expected_hr.sum() < NUM_USERS or k >= NUM_ITEMS  # the data exercise both outcomes
@@ -91,9 +103,11 @@ def test_ties_count_against_the_positive(k):
     scores, target = make_batch(ties=True, seed=2)
     labels = labels_of(target, NUM_ITEMS)
     pessimistic = scores - 0.5 * labels
-    expected_hr = torch.stack([retrieval_hit_rate(s, y, top_k=k) for s, y in zip(pessimistic, labels)])
+    expected_hr = torch.stack(
+        [retrieval_hit_rate(s, y, top_k=k) for s, y in zip(pessimistic, labels, strict=True)]
+    )
     expected_ndcg = torch.stack(
-        [retrieval_normalized_dcg(s, y, top_k=k) for s, y in zip(pessimistic, labels)]
+        [retrieval_normalized_dcg(s, y, top_k=k) for s, y in zip(pessimistic, labels, strict=True)]
     )
     torch.testing.assert_close(hit_rate(scores, target, k), expected_hr.float())
     torch.testing.assert_close(ndcg(scores, target, k), expected_ndcg.float())
@@ -106,14 +120,16 @@ def test_constant_scores_earn_nothing_at_the_top_and_half_the_auc():
     assert ndcg(scores, target, 8).eq(0).all()
     assert hit_rate(scores, target, 9).eq(1).all()  # K > n: every item is in the top K
     torch.testing.assert_close(auc(scores, target), torch.full((4,), 0.5))
-    torch.testing.assert_close(windowed_partial_auc(scores, target, 0.25, 0.5), torch.full((4,), 0.5))
+    torch.testing.assert_close(
+        windowed_partial_auc(scores, target, 0.25, 0.5), torch.full((4,), 0.5)
+    )
 
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_auc_matches_sklearn(ties):
     scores, target = make_batch(ties, seed=3)
     labels = labels_of(target, NUM_ITEMS)
-    expected = [roc_auc_score(y.numpy(), s.numpy()) for s, y in zip(scores, labels)]
+    expected = [roc_auc_score(y.numpy(), s.numpy()) for s, y in zip(scores, labels, strict=True)]
     torch.testing.assert_close(auc(scores, target), torch.tensor(expected, dtype=torch.float32))
 
 
@@ -122,7 +138,9 @@ def test_auc_matches_sklearn(ties):
 def test_windowed_partial_auc_matches_sklearn_roc_curve(ties, alpha, d):
     scores, target = make_batch(ties, seed=4)
     labels = labels_of(target, NUM_ITEMS)
-    expected = [roc_window_mean(y.numpy(), s.numpy(), alpha, d) for s, y in zip(scores, labels)]
+    expected = [
+        roc_window_mean(y.numpy(), s.numpy(), alpha, d) for s, y in zip(scores, labels, strict=True)
+    ]
     values = windowed_partial_auc(scores, target, alpha, d)
     torch.testing.assert_close(values, torch.tensor(expected, dtype=torch.float32))
     assert 0 < values.mean() < 1
@@ -147,7 +165,8 @@ def test_window_ending_a_rounding_error_past_one_is_accepted():
     scores, target = make_batch(ties=True, seed=7)
     assert 0.3 + (0.7 + 1e-10) > 1.0
     torch.testing.assert_close(
-        windowed_partial_auc(scores, target, 0.3, 0.7 + 1e-10), windowed_partial_auc(scores, target, 0.3, 0.7)
+        windowed_partial_auc(scores, target, 0.3, 0.7 + 1e-10),
+        windowed_partial_auc(scores, target, 0.3, 0.7),
     )
     with pytest.raises(ValueError, match=r"alpha \+ d must be <= 1"):
         windowed_partial_auc(scores, target, 0.3, 0.7 + 1e-6)
@@ -155,14 +174,22 @@ def test_window_ending_a_rounding_error_past_one_is_accepted():
 
 def test_float32_scores_give_the_same_values():
     scores, target = make_batch(ties=True, seed=8)
-    for metric, args in [(hit_rate, (5,)), (ndcg, (5,)), (auc, ()), (windowed_partial_auc, (0.05, 0.1))]:
+    for metric, args in [
+        (hit_rate, (5,)),
+        (ndcg, (5,)),
+        (auc, ()),
+        (windowed_partial_auc, (0.05, 0.1)),
+    ]:
         values = metric(scores.float(), target, *args)
         assert values.dtype == torch.float32
         torch.testing.assert_close(values, metric(scores, target, *args))
 
 
 def test_metric_classes_are_the_mean_of_the_functional_forms():
-    batches = [make_batch(ties, seed, num_users) for seed, (ties, num_users) in enumerate([(True, 5), (False, 17), (True, 30)])]
+    batches = [
+        make_batch(ties, seed, num_users)
+        for seed, (ties, num_users) in enumerate([(True, 5), (False, 17), (True, 30)])
+    ]
     cases = [
         (HitRate(5), lambda s, t: hit_rate(s, t, 5)),
         (NDCG(10), lambda s, t: ndcg(s, t, 10)),
@@ -206,7 +233,11 @@ def test_ranking_metrics_match_the_single_metrics():
 
 def test_metric_attributes():
     for metric in [HitRate(1), NDCG(1), AUC(), WindowedPartialAUC(0.0, 0.5), RankingMetrics()]:
-        assert metric.higher_is_better and not metric.is_differentiable and not metric.full_state_update
+        assert (
+            metric.higher_is_better
+            and not metric.is_differentiable
+            and not metric.full_state_update
+        )
         assert all(metric._reductions[name] is not None for name in ("total", "count"))
 
 
@@ -249,7 +280,10 @@ def _with_value(row: int, column: int, value: float):
 BAD_INPUTS = [
     (lambda: (torch.zeros(6), torch.tensor([0])), "scores must be a 2-D float tensor"),
     (lambda: (torch.zeros(2, 3, 4), torch.tensor([0, 1])), "scores must be a 2-D float tensor"),
-    (lambda: (torch.zeros(2, 6, dtype=torch.long), torch.tensor([0, 1])), "scores must be a 2-D float"),
+    (
+        lambda: (torch.zeros(2, 6, dtype=torch.long), torch.tensor([0, 1])),
+        "scores must be a 2-D float",
+    ),
     (lambda: (torch.zeros(2, 1), torch.tensor([0, 0])), "N >= 2"),
     (lambda: (torch.zeros(2, 6), torch.tensor([0, 1, 2])), r"target must have shape \[B\]=\[2\]"),
     (lambda: (torch.zeros(2, 6), torch.tensor([[0], [1]])), r"target must have shape"),

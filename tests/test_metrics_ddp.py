@@ -44,7 +44,9 @@ def run_metrics(batches) -> dict:
 
 def ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
+    )
     try:
         # rank 0 gets 3 batches, rank 1 gets 2: uneven user counts must still average right
         results = run_metrics(make_batches()[rank::WORLD_SIZE])

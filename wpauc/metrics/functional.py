@@ -50,7 +50,9 @@ class PositiveRanks:
             if not isinstance(value, Tensor) or value.ndim != 1 or value.is_floating_point():
                 raise ValueError(f"{name} must be a 1-D integer tensor, got {_describe(value)}")
         if self.gt.shape != self.ge.shape:
-            raise ValueError(f"gt and ge must have the same shape, got {self.gt.shape} and {self.ge.shape}")
+            raise ValueError(
+                f"gt and ge must have the same shape, got {self.gt.shape} and {self.ge.shape}"
+            )
         bad = (self.gt < 0) | (self.ge < self.gt) | (self.ge > self.num_negatives)
         if bad.any():
             row = int(bad.nonzero()[0, 0])
@@ -117,7 +119,9 @@ def windowed_partial_auc_from_ranks(ranks: PositiveRanks, alpha: float, d: float
     ramp_end = torch.full_like(gt, hi).clamp(min=gt, max=ge)
     # mean height of the ramp over [ramp_start, ramp_end] times its length; without ties
     # the overlap is empty, so the clamp only avoids 0 / 0
-    ramp_area = (ramp_end - ramp_start) * ((ramp_start + ramp_end) / 2 - gt) / (ge - gt).clamp(min=1)
+    ramp_area = (
+        (ramp_end - ramp_start) * ((ramp_start + ramp_end) / 2 - gt) / (ge - gt).clamp(min=1)
+    )
     flat_area = (hi - ge.clamp(min=lo)).clamp(min=0)
     return ((ramp_area + flat_area) / (hi - lo)).float()
 
@@ -128,17 +132,17 @@ def auc_from_ranks(ranks: PositiveRanks) -> Tensor:
 
 
 def hit_rate(scores: Tensor, target: Tensor, k: int) -> Tensor:
-    """``[B]`` per-user HR@k of ``scores`` ``[B, N]`` with positives at columns ``target`` ``[B]``."""
+    """``[B]`` per-user HR@k of ``scores`` ``[B, N]``, positives at columns ``target``."""
     return hit_rate_from_ranks(positive_ranks(scores, target), k)
 
 
 def ndcg(scores: Tensor, target: Tensor, k: int) -> Tensor:
-    """``[B]`` per-user NDCG@k of ``scores`` ``[B, N]`` with positives at columns ``target`` ``[B]``."""
+    """``[B]`` per-user NDCG@k of ``scores`` ``[B, N]``, positives at columns ``target``."""
     return ndcg_from_ranks(positive_ranks(scores, target), k)
 
 
 def auc(scores: Tensor, target: Tensor) -> Tensor:
-    """``[B]`` per-user AUC of ``scores`` ``[B, N]`` with positives at columns ``target`` ``[B]``."""
+    """``[B]`` per-user AUC of ``scores`` ``[B, N]``, positives at columns ``target``."""
     return auc_from_ranks(positive_ranks(scores, target))
 
 
@@ -153,7 +157,9 @@ def _check_scores_and_target(scores: Tensor, target: Tensor) -> None:
         raise ValueError(f"scores must be a 2-D float tensor [B, N], got {_describe(scores)}")
     batch, num_items = scores.shape
     if num_items < 2:
-        raise ValueError(f"scores must have N >= 2 columns (a positive and a negative), got N={num_items}")
+        raise ValueError(
+            f"scores must have N >= 2 columns (a positive and a negative), got N={num_items}"
+        )
     if (
         not isinstance(target, Tensor)
         or target.is_floating_point()
@@ -162,18 +168,24 @@ def _check_scores_and_target(scores: Tensor, target: Tensor) -> None:
     ):
         raise ValueError(f"target must be an integer tensor [B], got {_describe(target)}")
     if target.shape != (batch,):
-        raise ValueError(f"target must have shape [B]=[{batch}] to match scores, got {list(target.shape)}")
+        raise ValueError(
+            f"target must have shape [B]=[{batch}] to match scores, got {list(target.shape)}"
+        )
     if target.device != scores.device:
         raise ValueError(f"target is on {target.device} but scores on {scores.device}")
     out_of_range = (target < 0) | (target >= num_items)
     if out_of_range.any():
         row = int(out_of_range.nonzero()[0, 0])
-        raise ValueError(f"target[{row}]={int(target[row])} is not a column of scores (N={num_items})")
+        raise ValueError(
+            f"target[{row}]={int(target[row])} is not a column of scores (N={num_items})"
+        )
     finite_rows = torch.isfinite(scores).all(dim=1)
     if not finite_rows.all():
         row = int((~finite_rows).nonzero()[0, 0])
         bad = scores[row][~torch.isfinite(scores[row])][0].item()
-        raise ValueError(f"scores row {row} holds a non-finite value ({bad}); ranks would be meaningless")
+        raise ValueError(
+            f"scores row {row} holds a non-finite value ({bad}); ranks would be meaningless"
+        )
 
 
 def _work_dtype(tensor: Tensor) -> torch.dtype:

@@ -164,7 +164,11 @@ class RankingMetrics(_MeanOverUsers):
         per_user += [partial(ndcg_from_ranks, k=k) for k in top_k]
         per_user.append(auc_from_ranks)
         for index, window in enumerate(windows):
-            if isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or len(window) != 2:
+            if (
+                isinstance(window, (str, bytes))
+                or not isinstance(window, Sequence)
+                or len(window) != 2
+            ):
                 raise ValueError(f"windows[{index}] must be a pair (alpha, d), got {window!r}")
             alpha, d = validate_window(*window)
             names.append(f"wpauc@[{alpha:g},{alpha + d:g}]")
@@ -178,7 +182,7 @@ class RankingMetrics(_MeanOverUsers):
 
     def compute(self) -> dict[str, Tensor]:
         """Each metric's mean over all users seen (all processes under DDP), by key."""
-        return dict(zip(self.names, self._means()))
+        return dict(zip(self.names, self._means(), strict=True))
 
 
 __all__ = ["AUC", "NDCG", "HitRate", "RankingMetrics", "WindowedPartialAUC"]
