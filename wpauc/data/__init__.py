@@ -1,1 +1,41 @@
-"""wpauc.data."""
+"""wpauc.data: catalog and item codecs, readers, the synthetic world, prompt templates and
+the LightningDataModule."""
+
+from wpauc.data.catalog import Catalog, RecData, Sample
+from wpauc.data.codecs import (
+    ItemCodec,
+    SIDCodec,
+    TitleCodec,
+    read_sid_index,
+    resolve_sid_collisions,
+)
+from wpauc.data.datamodule import PromptExample, RecDataModule, collate
+from wpauc.data.files import DataFileError
+from wpauc.data.readers import D3Source, MiniOneRecSource, RecSource
+from wpauc.data.synthetic import SyntheticSource, bayes_optimal_scores
+from wpauc.data.templates import CodeOnlyTemplate, NaturalLanguageTemplate, PromptTemplate
+from wpauc.data.tokenizer import build_tokenizer
+
+__all__ = [
+    "Catalog",
+    "CodeOnlyTemplate",
+    "D3Source",
+    "DataFileError",
+    "ItemCodec",
+    "MiniOneRecSource",
+    "NaturalLanguageTemplate",
+    "PromptExample",
+    "PromptTemplate",
+    "RecData",
+    "RecDataModule",
+    "RecSource",
+    "SIDCodec",
+    "Sample",
+    "SyntheticSource",
+    "TitleCodec",
+    "bayes_optimal_scores",
+    "build_tokenizer",
+    "collate",
+    "read_sid_index",
+    "resolve_sid_collisions",
+]

@@ -87,9 +87,7 @@ def read_sid_index(path: str | Path) -> dict[int, tuple[str, ...]]:
     return sids
 
 
-def _disambiguate(
-    codes: Sequence[Sequence[Hashable]], item_ids: Sequence[int]
-) -> dict[int, int]:
+def _disambiguate(codes: Sequence[Sequence[Hashable]], item_ids: Sequence[int]) -> dict[int, int]:
     """Position -> disambiguation number for every member of a group of identical codes."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for position, code in enumerate(codes):
@@ -136,7 +134,9 @@ def _token_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]) -> lis
     """Ids of tokens that must already be in the tokenizer; ValueError naming a missing one."""
     ids = tokenizer.convert_tokens_to_ids(list(tokens))
     for token, token_id in zip(tokens, ids):
-        if token_id is None or (token_id == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        if token_id is None or (
+            token_id == tokenizer.unk_token_id and token != tokenizer.unk_token
+        ):
             raise ValueError(
                 f"token {token!r} is not in the tokenizer; build it with "
                 "wpauc.data.build_tokenizer(catalog, codec) so the codec's new tokens are added"

@@ -54,7 +54,9 @@ def _csv_records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, d
             raise DataFileError(path, "the file is empty (no header)", line=1)
         for field in required:
             if field not in header:
-                raise DataFileError(path, f"missing column; header is {header}", line=1, field=field)
+                raise DataFileError(
+                    path, f"missing column; header is {header}", line=1, field=field
+                )
         positions = {field: header.index(field) for field in required}
         first_line = reader.line_num + 1
         for record in reader:
@@ -128,9 +130,7 @@ def _read_item_titles(path: Path) -> dict[int, str]:
     titles = {}
     for item_id, item in read_json_by_item_id(path).items():
         if not isinstance(item, dict) or not isinstance(item.get("title"), str):
-            raise DataFileError(
-                path, "expected an object with a string 'title'", key=str(item_id)
-            )
+            raise DataFileError(path, "expected an object with a string 'title'", key=str(item_id))
         titles[item_id] = item["title"]
     return titles
 
@@ -166,9 +166,7 @@ class MiniOneRecSource(RecSource):
         for path, keys, other in ((index_path, sids, titles), (items_path, titles, sids)):
             missing = sorted(set(other) - set(keys))
             if missing:
-                raise DataFileError(
-                    path, f"no entry for item id {missing[0]}", key=str(missing[0])
-                )
+                raise DataFileError(path, f"no entry for item id {missing[0]}", key=str(missing[0]))
         item_ids = sorted(titles)
         catalog = Catalog(
             item_ids=tuple(item_ids),

@@ -34,9 +34,7 @@ def _word_level_tokenizer(catalog: Catalog, codec: ItemCodec) -> PreTrainedToken
     backend.add_special_tokens(specials)
     # Registered as added tokens so "<a_1><b_2>" splits into codes without spaces.
     backend.add_tokens(code_tokens)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, padding_side="left", **SPECIAL_TOKENS
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, padding_side="left", **SPECIAL_TOKENS)
 
 
 def _pretrained_tokenizer(
