@@ -1,0 +1,339 @@
+"""Objective rollouts against brute force, with the decoder replaced by a score table.
+
+`FakePolicy` holds the exact item scores `[B, N]`; the fake beam search returns their
+top-W, sorted, which is what an exact constrained beam search returns. The group each
+objective builds is then compared with negatives ranked by brute force.
+"""
+
+from fractions import Fraction
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import wpauc.decoding
+from wpauc.objectives import (
+    GRPOAUC,
+    BeamPAUC,
+    RankAwareReward,
+    TAWinWPAUC,
+    grpo_advantages,
+    rank_aware_penalties,
+    soft_window_weights,
+)
+
+
+class FakePolicy:
+    """Stands in for the LM: exact item scores per context."""
+
+    def __init__(self, scores):
+        self.scores = scores
+        self.beam_widths = []
+
+
+def fake_beam_search(model, input_ids, attention_mask, trie, num_beams, renormalize=False):
+    model.beam_widths.append(num_beams)
+    scores, items = model.scores.topk(num_beams, dim=-1)
+    return items, scores
+
+
+def fake_score_items(model, input_ids, attention_mask, trie, renormalize=False):
+    return model.scores.clone()
+
+
+@pytest.fixture
+def fake_decoding(monkeypatch):
+    monkeypatch.setattr(wpauc.decoding, "constrained_beam_search", fake_beam_search, raising=False)
+    monkeypatch.setattr(wpauc.decoding, "score_items", fake_score_items, raising=False)
+
+
+def make_trie(num_items, code_length=3):
+    lengths = 1 + torch.arange(num_items) % code_length
+    codes = torch.arange(num_items * code_length).view(num_items, code_length)
+    return SimpleNamespace(num_items=num_items, item_codes=codes, item_code_lengths=lengths)
+
+
+def run(objective, scores, target, generator=None):
+    batch, num_items = scores.shape
+    policy = FakePolicy(scores)
+    input_ids = torch.ones(batch, 4, dtype=torch.long)
+    rollout = objective.rollout(
+        policy, input_ids, torch.ones_like(input_ids), target, make_trie(num_items), generator
+    )
+    return rollout, policy
+
+
+def ranked_negatives(scores_row, positive):
+    """Brute force: the other items, best first (scores are distinct in these tests)."""
+    order = sorted(range(len(scores_row)), key=lambda item: -float(scores_row[item]))
+    return [item for item in order if item != positive]
+
+
+def distinct_scores(batch, num_items, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(num_items, generator=generator).float() for _ in range(batch)]) * -0.5
+
+
+def scores_with_positive_at(num_items, positive, beam_position):
+    """One context's scores where `positive` sits at 0-based overall rank `beam_position`."""
+    others = [item for item in range(num_items) if item != positive]
+    order = others[:beam_position] + [positive] + others[beam_position:]
+    scores = torch.empty(num_items)
+    scores[torch.tensor(order)] = -torch.arange(num_items, dtype=torch.float32)
+    return scores
+
+
+def binary_group_checks(rollout, target):
+    assert (rollout.items[:, 0] == target).all()
+    assert (rollout.rewards[:, 0] == 1).all() and (rollout.rewards[:, 1:] == 0).all()
+    assert rollout.member_mask.all()
+    torch.testing.assert_close(rollout.advantages, grpo_advantages(rollout.rewards))
+
+
+def test_beam_pauc_group_is_the_top_m_negatives(fake_decoding):
+    num_items, m = 12, 4
+    scores = torch.stack([scores_with_positive_at(num_items, 5, position) for position in (0, 2, 4, 5, 9)])
+    target = torch.full((5,), 5)
+    rollout, policy = run(BeamPAUC(num_negatives=m), scores, target)
+    assert policy.beam_widths == [m + 1]
+    binary_group_checks(rollout, target)
+    for row in range(5):
+        assert rollout.items[row, 1:].tolist() == ranked_negatives(scores[row], 5)[:m]
+    assert rollout.stats["positive_rank"].tolist() == [0, 2, 4, 5, 5]  # 5 = not in the beam
+    assert rollout.stats["positive_in_beam"].item() == pytest.approx(3 / 5)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"alpha": 0.0, "d": 0.3},
+        {"alpha": 0.1, "d": 0.2},
+        {"alpha": 0.25, "d": 0.15},
+        {"alpha": 0.7, "d": 0.3},
+        {"target_k": 1, "window_width": 3},
+        {"target_k": 4, "window_width": 2},
+        {"target_k": 5, "window_width": 6},
+    ],
+)
+def test_tawin_group_holds_exactly_the_window_negatives(fake_decoding, window):
+    num_items = 11  # n = 10 negatives
+    positions = list(range(num_items))  # the positive at every overall rank, incl. the last
+    positive = 3
+    scores = torch.stack([scores_with_positive_at(num_items, positive, p) for p in positions])
+    scores = torch.cat([scores, distinct_scores(6, num_items, seed=7)])
+    target = torch.tensor([positive] * num_items + [0, 1, 2, 8, 9, 10])
+    objective = TAWinWPAUC(**window)
+    rollout, policy = run(objective, scores, target)
+
+    n = num_items - 1
+    if "alpha" in window:
+        alpha, d = Fraction(str(window["alpha"])), Fraction(str(window["d"]))
+        window_ranks = [r for r in range(n) if alpha <= Fraction(r, n) < alpha + d]
+    else:
+        first = window["target_k"] - 1
+        window_ranks = list(range(first, first + window["window_width"]))
+    assert policy.beam_widths == [window_ranks[-1] + 2]  # ceil((alpha + d) n) + 1
+    binary_group_checks(rollout, target)
+    for row in range(scores.shape[0]):
+        negatives = ranked_negatives(scores[row], int(target[row]))
+        assert rollout.items[row, 1:].tolist() == [negatives[r] for r in window_ranks]
+
+
+def test_tawin_threshold_adjustment_when_the_positive_is_in_the_beam(fake_decoding):
+    # Beam order by score: items 0, 1, positive 7, 2, 3, 4, 5, ...; window negative-ranks
+    # [3, 5) must be items 3 and 4 (beam positions 4 and 5), not items 2 and 3.
+    scores = scores_with_positive_at(10, 7, 2).unsqueeze(0)
+    rollout, policy = run(TAWinWPAUC(target_k=4, window_width=2), scores, torch.tensor([7]))
+    assert policy.beam_widths == [6]
+    assert rollout.items.tolist() == [[7, 3, 4]]
+    # Positive below the window in the beam: nothing shifts.
+    scores = scores_with_positive_at(10, 7, 5).unsqueeze(0)
+    rollout, _ = run(TAWinWPAUC(target_k=4, window_width=2), scores, torch.tensor([7]))
+    assert rollout.items.tolist() == [[7, 3, 4]]
+    # Positive out of the beam: the top hi + 1 = 6 beams are all negatives.
+    scores = scores_with_positive_at(10, 7, 8).unsqueeze(0)
+    rollout, _ = run(TAWinWPAUC(target_k=4, window_width=2), scores, torch.tensor([7]))
+    assert rollout.items.tolist() == [[7, 3, 4]]
+    assert rollout.stats["positive_rank"].tolist() == [6]
+
+
+def test_tawin_saturate_zeroes_contexts_whose_positive_beats_the_window(fake_decoding):
+    # target_k = 3, width 2: window negative-ranks [2, 4). Saturated iff the positive
+    # out-scores the negative of rank 2, i.e. iff it is a hit at K = 3.
+    num_items, positive = 9, 4
+    positions = [0, 1, 2, 3, 6]
+    scores = torch.stack([scores_with_positive_at(num_items, positive, p) for p in positions])
+    target = torch.full((len(positions),), positive)
+    rollout, _ = run(TAWinWPAUC(target_k=3, window_width=2, saturate=True), scores, target)
+    hit_at_3 = torch.tensor([p < 3 for p in positions])
+    assert (rollout.advantages[hit_at_3] == 0).all()
+    torch.testing.assert_close(
+        rollout.advantages[~hit_at_3], grpo_advantages(rollout.rewards[~hit_at_3])
+    )
+    assert rollout.stats["saturated"].item() == pytest.approx(3 / 5)
+    # A tie with the window's top negative does not saturate.
+    tied = scores_with_positive_at(num_items, positive, 2)
+    top_window_negative = ranked_negatives(tied, positive)[2]
+    tied[positive] = tied[top_window_negative]
+    rollout, _ = run(TAWinWPAUC(target_k=3, window_width=2, saturate=True), tied.unsqueeze(0), target[:1])
+    assert (rollout.advantages != 0).any()
+
+
+def test_tawin_soft_window_weights_and_hard_limit(fake_decoding):
+    num_items, positive = 12, 0
+    scores = distinct_scores(3, num_items, seed=11)
+    target = torch.full((3,), positive)
+    hard, _ = run(TAWinWPAUC(target_k=3, window_width=4), scores, target)
+    soft, policy = run(TAWinWPAUC(target_k=3, window_width=4, soft_temperature=1e-3), scores, target)
+    assert policy.beam_widths == [3 - 1 + 4 + 2]  # one more negative to place the lower edge
+    # tau -> 0: the window members get the hard advantages, everything else 0.
+    for row in range(3):
+        negatives = ranked_negatives(scores[row], positive)
+        assert soft.items[row, 1:].tolist() == negatives[: soft.items.shape[1] - 1]
+        expected = torch.zeros(soft.items.shape[1])
+        expected[0] = hard.advantages[row, 0]
+        expected[1 + 2 : 1 + 6] = hard.advantages[row, 1:]
+        torch.testing.assert_close(soft.advantages[row], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_soft_window_weights_closed_form():
+    scores = torch.tensor([[0.0, -1.0, -2.0, -4.0, -5.0, -7.0]])
+    tau = 0.7
+    weights = soft_window_weights(scores, 2, 4, tau)
+    top, bottom = -1.5, -4.5
+    expected = torch.sigmoid((top - scores) / tau) * torch.sigmoid((scores - bottom) / tau)
+    torch.testing.assert_close(weights, expected)
+    open_edges = soft_window_weights(scores, 0, 6, tau)
+    torch.testing.assert_close(open_edges, torch.ones_like(scores))
+
+
+def test_grpo_auc_policy_sampler_knows_the_exact_positive_rank(fake_decoding):
+    scores = distinct_scores(4, 10, seed=3)
+    target = torch.tensor([0, 5, 9, 2])
+    rollout, _ = run(GRPOAUC(num_negatives=3, sampler="policy"), scores, target)
+    expected = [(scores[row] > scores[row, target[row]]).sum().item() for row in range(4)]
+    assert rollout.stats["positive_rank"].tolist() == expected
+    binary_group_checks(rollout, target)
+
+
+def test_rank_aware_reward_values_and_modes(fake_decoding):
+    num_items, beams, positive = 10, 4, 6
+    penalties = rank_aware_penalties(beams).tolist()
+    scores = torch.stack([scores_with_positive_at(num_items, positive, p) for p in (1, 7)])
+    target = torch.full((2,), positive)
+
+    rollout, _ = run(RankAwareReward(num_beams=beams), scores, target)
+    in_beam, missed = rollout.rewards.tolist()
+    assert in_beam == pytest.approx([penalties[0], 1.0, penalties[2], penalties[3]])
+    # The beam missed the target: it replaces the last beam.
+    assert missed == pytest.approx([penalties[0], penalties[1], penalties[2], 1.0])
+    assert rollout.items[1].tolist() == ranked_negatives(scores[1], positive)[:3] + [positive]
+    assert rollout.stats["positive_rank"].tolist() == [1, beams]
+    torch.testing.assert_close(rollout.advantages, grpo_advantages(rollout.rewards))
+
+    generated, _ = run(RankAwareReward(num_beams=beams, positive_only_if_generated=True), scores, target)
+    assert generated.rewards[0].tolist() == pytest.approx(in_beam)
+    assert generated.items[1].tolist() == ranked_negatives(scores[1], positive)[:4]
+    assert (generated.rewards[1] == 0).all() and (generated.advantages[1] == 0).all()
+
+
+def test_rollout_completions_follow_the_trie():
+    from wpauc.objectives import Rollout
+
+    trie = make_trie(6, code_length=3)
+    items = torch.tensor([[0, 1, 2], [5, 4, 3]])
+    member_mask = torch.tensor([[True, True, False], [True, True, True]])
+    rollout = Rollout(items, torch.zeros(2, 3), member_mask, torch.zeros(2, 3))
+    completions, mask = rollout.completions(trie)
+    assert completions.tolist() == trie.item_codes[items].tolist()
+    assert mask.sum(-1).tolist() == [[1, 2, 0], [3, 2, 1]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"alpha": 1.5, "d": 0.1}, "alpha"),
+        ({"alpha": -0.1, "d": 0.1}, "alpha"),
+        ({"alpha": 0.1, "d": 0.0}, "d"),
+        ({"alpha": 0.1, "d": 1.5}, "d"),
+        ({"alpha": 0.6, "d": 0.5}, "alpha + d"),
+        ({"alpha": 0.1}, "alpha/d"),
+        ({}, "alpha/d/target_k/window_width"),
+        ({"alpha": 0.1, "d": 0.1, "target_k": 3, "window_width": 2}, "alpha/d/target_k/window_width"),
+        ({"target_k": 3}, "target_k/window_width"),
+        ({"target_k": 0, "window_width": 2}, "target_k"),
+        ({"target_k": 2, "window_width": 0}, "window_width"),
+        ({"target_k": 20, "window_width": 5, "max_beam_width": 20}, "max_beam_width"),
+        ({"target_k": 2, "window_width": 2, "soft_temperature": 0.0}, "soft_temperature"),
+        ({"target_k": 2, "window_width": 2, "epsilon": 0.0}, "epsilon"),
+        ({"target_k": 2, "window_width": 2, "beta": -1.0}, "beta"),
+        ({"target_k": 2, "window_width": 2, "num_iterations": 0}, "num_iterations"),
+        ({"target_k": 2, "window_width": 2, "epsilon_high": -0.1}, "epsilon_high"),
+    ],
+)
+def test_tawin_config_errors_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=f"TAWinWPAUC: {key.replace('+', '[+]')} "):
+        TAWinWPAUC(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("objective", "key"),
+    [
+        (lambda: TAWinWPAUC(target_k=12, window_width=1), "target_k"),
+        (lambda: TAWinWPAUC(target_k=8, window_width=4), "window_width"),
+        (lambda: TAWinWPAUC(alpha=0.5, d=0.5, max_beam_width=6), "max_beam_width"),
+        (lambda: TAWinWPAUC(alpha=0.12, d=0.01), "d"),  # [ceil(1.08), ceil(1.17)) is empty
+        (lambda: BeamPAUC(num_negatives=10), "num_negatives"),
+        (lambda: GRPOAUC(num_negatives=10), "num_negatives"),
+        (lambda: RankAwareReward(num_beams=11), "num_beams"),
+    ],
+)
+def test_catalog_dependent_errors_name_the_key_at_rollout(fake_decoding, objective, key):
+    scores = distinct_scores(2, 10, seed=0)  # N = 10, n = 9
+    with pytest.raises(ValueError, match=f": {key} "):
+        run(objective(), scores, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize(
+    ("build", "key"),
+    [
+        (lambda: GRPOAUC(num_negatives=0), "num_negatives"),
+        (lambda: GRPOAUC(sampler="beam"), "sampler"),
+        (lambda: GRPOAUC(temperature=0.0), "temperature"),
+        (lambda: BeamPAUC(num_negatives=0), "num_negatives"),
+        (lambda: RankAwareReward(num_beams=1), "num_beams"),
+    ],
+)
+def test_other_config_errors_name_the_key(build, key):
+    with pytest.raises(ValueError, match=f": {key} "):
+        build()
+
+
+def test_objectives_instantiate_from_class_path_with_inherited_settings():
+    from jsonargparse import ArgumentParser
+
+    from wpauc.objectives import Objective
+
+    parser = ArgumentParser()
+    parser.add_argument("--objective", type=Objective)
+    config = parser.parse_args(
+        [
+            "--objective",
+            '{"class_path": "wpauc.objectives.TAWinWPAUC", "init_args": '
+            '{"target_k": 5, "window_width": 3, "beta": 0.1, "epsilon_high": 0.28}}',
+        ]
+    )
+    objective = parser.instantiate_classes(config).objective
+    assert isinstance(objective, TAWinWPAUC)
+    assert (objective.target_k, objective.window_width, objective.beta, objective.epsilon_high) == (
+        5,
+        3,
+        0.1,
+        0.28,
+    )
+    with pytest.raises(Exception, match="alpha"):
+        parser.instantiate_classes(
+            parser.parse_args(
+                ["--objective", '{"class_path": "wpauc.objectives.TAWinWPAUC", "init_args": {"alpha": 2.0, "d": 0.1}}']
+            )
+        )
