@@ -7,25 +7,19 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from wpauc.data.tokenizer import SPECIAL_TOKENS
 from wpauc.models.tiny import TinyQwen2Policy
-
-SPECIAL_TOKENS = {
-    "pad_token": "<pad>",
-    "unk_token": "<unk>",
-    "bos_token": "<bos>",
-    "eos_token": "<eos>",
-    "sep_token": "<sep>",
-}
 
 
 def word_level_tokenizer(num_words: int) -> PreTrainedTokenizerFast:
-    """A whitespace word-level tokenizer: the five specials, then the words w0 ... w{num_words-1}."""
+    """A whitespace word-level tokenizer: the data layer's five specials (ids 0..4), then the
+    words w0 ... w{num_words-1}; code tokens are added to it as to a pretrained tokenizer."""
     vocabulary = list(SPECIAL_TOKENS.values()) + [f"w{index}" for index in range(num_words)]
     backend = Tokenizer(
         models.WordLevel({token: index for index, token in enumerate(vocabulary)}, unk_token="<unk>")
     )
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, **SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, padding_side="left", **SPECIAL_TOKENS)
 
 
 def save_random_checkpoint(
