@@ -1,0 +1,199 @@
+"""Encode each prompt once, then run many short branches (beams, trie prefixes, group members)
+on top of its key/value cache.
+
+A branch is a row that continues one prompt: its cache is that prompt's cached keys/values plus
+the branch's own earlier tokens ("ancestors"), and the new tokens go through the model with the
+positions they would have in the full sequence. Because cached keys already carry their rotary
+position, this is exactly the forward of ``prompt + ancestors + tokens``, without ever
+recomputing the prompt. Prompts are left-padded (``attention_mask`` rows ``0..0 1..1``), as
+Hugging Face ``generate`` expects for decoder-only models.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+KeyValues = tuple[list[Tensor], list[Tensor]]
+"""Per-layer keys and values, each ``[rows, kv_heads, length, head_dim]``."""
+
+
+@dataclass
+class EncodedPrompts:
+    """The prompts after one forward: their cache and the logits at their last token."""
+
+    keys: list[Tensor]
+    """Per layer ``[B, kv_heads, T, head_dim]`` cached keys."""
+    values: list[Tensor]
+    """Per layer ``[B, kv_heads, T, head_dim]`` cached values."""
+    attention_mask: Tensor
+    """``[B, T]`` the prompts' (left-padded) attention mask."""
+    lengths: Tensor
+    """``[B]`` number of real tokens per prompt (the first branch token's position)."""
+    last_logits: Tensor
+    """``[B, V]`` float32 logits of the token after each prompt."""
+
+
+def check_prompts(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Validates a left-padded prompt batch and returns the real length of each row.
+
+    Raises:
+        ValueError: wrong shapes, zero length, an all-padding row, or a row that is not left-padded.
+    """
+    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"input_ids must be [B, T] and attention_mask the same shape; got {tuple(input_ids.shape)} "
+            f"and {tuple(attention_mask.shape)}"
+        )
+    if input_ids.shape[1] == 0:
+        raise ValueError("empty prompt: input_ids has zero length (T = 0)")
+    mask = attention_mask.long()
+    if ((mask != 0) & (mask != 1)).any():
+        raise ValueError("attention_mask must hold only 0 and 1")
+    lengths = mask.sum(dim=1)
+    empty_rows = (lengths == 0).nonzero().flatten()
+    if empty_rows.numel():
+        raise ValueError(f"empty prompt: attention_mask rows {empty_rows[:10].tolist()} are all padding")
+    not_left_padded = (mask[:, 1:] < mask[:, :-1]).any(dim=1).nonzero().flatten()
+    if not_left_padded.numel():
+        raise ValueError(
+            f"prompts must be left-padded (mask 0..0 1..1); rows {not_left_padded[:10].tolist()} are not"
+        )
+    return lengths
+
+
+def check_fits_model(model: nn.Module, lengths: Tensor, new_tokens: int, max_token_id: int) -> None:
+    """Raises ValueError when ``prompt + new_tokens`` exceeds the model's positions or a token id
+    is outside its vocabulary."""
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    longest = int(lengths.max())
+    if max_positions is not None and longest + new_tokens > max_positions:
+        row = int(lengths.argmax())
+        raise ValueError(
+            f"prompt row {row} has {longest} tokens; with {new_tokens} code tokens it exceeds the model's "
+            f"max_position_embeddings={max_positions} (prompts may hold at most {max_positions - new_tokens})"
+        )
+    vocab_size = model_vocab_size(model)
+    if max_token_id >= vocab_size:
+        raise ValueError(
+            f"the codes use token id {max_token_id} but the model's vocabulary has only {vocab_size} tokens; "
+            "add the code tokens to the tokenizer and resize the model's embeddings"
+        )
+
+
+def model_vocab_size(model: nn.Module) -> int:
+    """Number of token ids the model can both read and predict."""
+    sizes = [model.get_input_embeddings().num_embeddings]
+    output_embeddings = model.get_output_embeddings()
+    if output_embeddings is not None:
+        sizes.append(output_embeddings.weight.shape[0])
+    return min(sizes)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Puts the model in eval mode (no dropout) and restores its training flag afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> EncodedPrompts:
+    """One forward of the left-padded prompts; differentiable unless called under no_grad."""
+    lengths = attention_mask.long().sum(dim=1)
+    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    output = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+        **{_cache_argument(model): cache},
+    )
+    return EncodedPrompts(
+        keys=[layer.keys for layer in cache.layers],
+        values=[layer.values for layer in cache.layers],
+        attention_mask=attention_mask,
+        lengths=lengths,
+        last_logits=output.logits[:, -1].float(),
+    )
+
+
+def forward_branches(
+    model: nn.Module,
+    prompts: EncodedPrompts,
+    rows: Tensor,
+    ancestors: KeyValues | None,
+    tokens: Tensor,
+) -> tuple[Tensor, KeyValues]:
+    """Runs ``tokens`` as continuations of prompts ``rows`` after their ``ancestors``.
+
+    Args:
+        model: the causal LM that encoded ``prompts``.
+        prompts: output of :func:`encode_prompts`.
+        rows: ``[R]`` the prompt each branch continues.
+        ancestors: per-layer cache of the branch tokens already run (``[R, kv_heads, A, head_dim]``),
+            or ``None`` when the branches start right after the prompt.
+        tokens: ``[R, S]`` the new tokens of each branch.
+
+    Returns:
+        ``(logits [R, S, V] float32, new_key_values)`` with the new tokens' cache ``[R, kv_heads, S, head_dim]``.
+    """
+    num_rows, num_new = tokens.shape
+    num_ancestors = 0 if ancestors is None else ancestors[0][0].shape[2]
+    layers = []
+    for layer, (keys, values) in enumerate(zip(prompts.keys, prompts.values)):
+        keys, values = keys[rows], values[rows]
+        if ancestors is not None:
+            keys = torch.cat([keys, ancestors[0][layer]], dim=2)
+            values = torch.cat([values, ancestors[1][layer]], dim=2)
+        layers.append((keys, values))
+    cache = DynamicCache(ddp_cache_data=layers, config=model.config)
+    branch_mask = torch.ones(num_rows, num_ancestors + num_new, dtype=prompts.attention_mask.dtype, device=tokens.device)
+    offsets = torch.arange(num_ancestors, num_ancestors + num_new, device=tokens.device)
+    output = model(
+        input_ids=tokens,
+        attention_mask=torch.cat([prompts.attention_mask[rows], branch_mask], dim=1),
+        position_ids=prompts.lengths[rows, None] + offsets,
+        use_cache=True,
+        **{_cache_argument(model): cache},
+    )
+    new_keys = [layer.keys[:, :, -num_new:] for layer in cache.layers]
+    new_values = [layer.values[:, :, -num_new:] for layer in cache.layers]
+    return output.logits.float(), (new_keys, new_values)
+
+
+def edge_log_probs(logits: Tensor, rows: Tensor, tokens: Tensor, renormalize: bool) -> Tensor:
+    """Log-probability of token ``tokens[e]`` after row ``rows[e]`` of ``logits`` ``[R, V]``.
+
+    Raw mode normalises over the whole vocabulary (Hugging Face beam-search scores); with
+    ``renormalize`` each row is normalised over its own edges only (the allowed continuations).
+    """
+    picked = logits[rows, tokens]
+    if renormalize:
+        return picked - segment_logsumexp(picked, rows, logits.shape[0])[rows]
+    return picked - torch.logsumexp(logits, dim=-1)[rows]
+
+
+def segment_logsumexp(values: Tensor, segments: Tensor, num_segments: int) -> Tensor:
+    """``[E] -> [num_segments]`` logsumexp of the values of each segment (-inf where empty)."""
+    maxima = torch.full((num_segments,), -torch.inf, dtype=values.dtype, device=values.device)
+    maxima = maxima.scatter_reduce(0, segments, values, reduce="amax")
+    sums = torch.zeros_like(maxima).index_add(0, segments, (values - maxima[segments]).exp())
+    return maxima + sums.log()
+
+
+def _cache_argument(model: nn.Module) -> str:
+    """Name of the forward argument that takes the cache (``cache`` from transformers 5)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
