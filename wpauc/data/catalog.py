@@ -21,7 +21,7 @@ def find_prefix_conflict(codes: Sequence[Sequence[Hashable]]) -> tuple[int, int]
     also starts with a, so some adjacent pair in sorted order shows the conflict.
     """
     order = sorted(range(len(codes)), key=lambda position: tuple(codes[position]))
-    for first, second in zip(order, order[1:]):
+    for first, second in zip(order, order[1:], strict=False):
         shorter, longer = codes[first], codes[second]
         if len(shorter) <= len(longer) and tuple(longer[: len(shorter)]) == tuple(shorter):
             return first, second

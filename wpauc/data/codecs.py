@@ -133,7 +133,7 @@ def resolve_sid_collisions(
 def _token_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]) -> list[int]:
     """Ids of tokens that must already be in the tokenizer; ValueError naming a missing one."""
     ids = tokenizer.convert_tokens_to_ids(list(tokens))
-    for token, token_id in zip(tokens, ids):
+    for token, token_id in zip(tokens, ids, strict=True):
         if token_id is None or (
             token_id == tokenizer.unk_token_id and token != tokenizer.unk_token
         ):

@@ -67,7 +67,7 @@ def collate(
     attention_mask = torch.zeros((batch_size, prompt_length), dtype=torch.long)
     target_code = torch.full((batch_size, code_length), pad_token_id, dtype=torch.long)
     target_code_mask = torch.zeros((batch_size, code_length), dtype=torch.bool)
-    for row, (example, code) in enumerate(zip(examples, codes)):
+    for row, (example, code) in enumerate(zip(examples, codes, strict=True)):
         start = prompt_length - len(example.input_ids)
         input_ids[row, start:] = torch.tensor(example.input_ids, dtype=torch.long)
         attention_mask[row, start:] = 1
@@ -268,7 +268,8 @@ class RecDataModule(LightningDataModule):
         if len(sample_indices) != len(samples):
             raise ValueError(f"{len(samples)} samples but {len(sample_indices)} sample_indices")
         examples = [
-            self._example(sample, index, "given") for sample, index in zip(samples, sample_indices)
+            self._example(sample, index, "given")
+            for sample, index in zip(samples, sample_indices, strict=True)
         ]
         return self._collator()(examples)
 

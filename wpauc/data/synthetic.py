@@ -181,7 +181,9 @@ class SyntheticSource(RecSource):
                 at_step = position == step
                 eval_probs[split][users[at_step]] = probs[at_step]
         splits: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
-        for user, (sequence, length) in enumerate(zip(sequences.tolist(), lengths.tolist())):
+        for user, (sequence, length) in enumerate(
+            zip(sequences.tolist(), lengths.tolist(), strict=True)
+        ):
             for position in range(1, length):
                 # the last position is the test target, the one before it the valid target
                 split = ("train", "valid", "test")[max(0, position - length + 3)]

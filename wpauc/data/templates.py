@@ -104,7 +104,9 @@ class NaturalLanguageTemplate(PromptTemplate):
         (catalog, item_codes, tokenizer)."""
         if self._cache is not None and all(
             cached is current
-            for cached, current in zip(self._cache[0], (catalog, item_codes, tokenizer))
+            for cached, current in zip(
+                self._cache[0], (catalog, item_codes, tokenizer), strict=True
+            )
         ):
             return self._cache[1]
 
