@@ -248,6 +248,23 @@ def test_lora_reference_is_the_base_model_without_copy(checkpoint, tokenizer, it
     assert (policy_logits - reference_logits).abs().max() > 1e-2
 
 
+def test_lora_reference_can_keep_the_adapter_as_a_frozen_copy(checkpoint, tokenizer, item_codes):
+    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(tokenizer, item_codes)
+    perturb_adapter(policy)  # stands for an SFT-trained adapter the reference should keep
+    ids = prompt_ids(item_codes)
+    policy.eval()
+    policy_logits = policy(input_ids=ids).logits.detach()
+    reference = ReferenceModel(policy, frozen_copy=True)
+    assert not reference.shares_policy_weights
+    _train_step(policy, ids)
+    torch.testing.assert_close(reference(input_ids=ids).logits, policy_logits)
+
+
+def test_reference_without_adapter_cannot_share_weights(tokenizer):
+    with pytest.raises(ValueError, match="frozen_copy=False needs a peft"):
+        ReferenceModel(TinyQwen2Policy(seed=0).build(tokenizer), frozen_copy=False)
+
+
 def _train_step(policy: torch.nn.Module, ids: torch.Tensor) -> None:
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=0.1)
     policy.train()
@@ -305,7 +322,8 @@ def test_refresh_takes_the_policy_current_weights(tokenizer, item_codes):
 def test_reference_supports_kv_cache_calls(checkpoint, tokenizer, item_codes, use_lora):
     lora = LoraSettings(dropout=0.0) if use_lora else None
     policy = PretrainedPolicy(str(checkpoint), lora=lora).build(tokenizer, item_codes)
-    perturb_adapter(policy) if use_lora else None
+    if use_lora:
+        perturb_adapter(policy)
     reference = ReferenceModel(policy)
     ids = prompt_ids(item_codes)
     attention_mask = torch.ones_like(ids)

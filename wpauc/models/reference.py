@@ -30,6 +30,9 @@ class ReferenceModel:
     Args:
         policy: the policy being trained (a Hugging Face causal LM, or a peft model wrapping
             one, whose reference is then the base model with the adapter disabled).
+        frozen_copy: keep a frozen deep copy of the policy as the reference. None: only when
+            the policy is not a peft model. True with a peft model keeps its current adapter
+            in the reference (e.g. an SFT-trained one) at the cost of a second copy.
 
     Example::
 
@@ -38,20 +41,26 @@ class ReferenceModel:
             reference_logprobs = completion_logprobs(reference_model, ...)
     """
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: nn.Module, frozen_copy: bool | None = None) -> None:
+        if frozen_copy is False and not isinstance(policy, PeftModel):
+            raise ValueError(
+                "frozen_copy=False needs a peft (LoRA) policy, whose adapter can be disabled; "
+                f"got a {type(policy).__name__}"
+            )
         self._policy = policy
+        self._copies_weights = frozen_copy if frozen_copy is not None else not isinstance(policy, PeftModel)
         self._frozen_copy: nn.Module | None = None
         self.refresh()
 
     @property
     def shares_policy_weights(self) -> bool:
         """True when the reference is the policy with its adapter disabled (no copy)."""
-        return isinstance(self._policy, PeftModel)
+        return not self._copies_weights
 
     def refresh(self) -> None:
-        """Make the policy's current weights the reference (a new frozen copy). With a peft
-        policy there is nothing to do: the reference is always its frozen base weights."""
-        if self.shares_policy_weights:
+        """Make the policy's current weights the reference (a new frozen copy). Without a copy
+        there is nothing to do: the reference is always the policy's frozen base weights."""
+        if not self._copies_weights:
             return
         self._frozen_copy = None  # free the old copy before the new one is made
         frozen_copy = copy.deepcopy(self._policy)
