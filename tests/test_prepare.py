@@ -1,0 +1,390 @@
+"""Raw Amazon 2018 pipeline (``wpauc-prepare-amazon``) on small generated raw files with
+deliberate bad records, checked against a brute-force oracle written here."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import importlib
+import json
+import random
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from wpauc.data.amazon_raw import CSV_COLUMNS, BadRecordLog, prepare_amazon
+from wpauc.prepare import prepare_amazon_main
+
+CATEGORY = "Toy_Products"
+STEM = f"{CATEGORY}_5_2016-10-2018-11"
+WINDOW_START = int(datetime(2016, 10, 1, tzinfo=timezone.utc).timestamp())
+WINDOW_END = int(datetime(2018, 11, 1, tzinfo=timezone.utc).timestamp())
+#: Bad records the generator plants, by the kind the pipeline must report.
+EXPECTED_BAD = {
+    "malformed_line": 4,
+    "review_missing_field": 2,
+    "review_bad_field": 1,
+    "meta_missing_field": 1,
+    "item_without_metadata": 1,
+}
+NO_META_ASIN = "BNOMETA"
+UNUSABLE_TITLE_ITEMS = (27, 28, 29)
+
+
+@dataclass
+class RawFiles:
+    """Generated raw files and the truth behind them."""
+
+    reviews: Path
+    meta: Path
+    clean_reviews: list[tuple[str, str, int]]  # (user, asin, time), the parsable ones
+    titles: dict[str, str]  # asin -> usable title
+    bad_review_lines: list[int]  # 1-based line numbers of planted bad review records
+
+
+def _asin(index: int) -> str:
+    return f"B{index:09d}"
+
+
+def write_raw_files(directory: Path, seed: int = 0) -> RawFiles:
+    """A small category: 60 users, 30 items (3 with unusable titles) plus one item without
+    metadata, unique review times spread around the window, planted bad lines."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    titles = {_asin(i): f'Item {i} pen, "blue" {i}\'s pack' for i in range(27)}
+    asins = [_asin(i) for i in range(30)] + [NO_META_ASIN]
+    weights = [1.0 / (1 + i % 10) for i in range(30)] + [0.4]
+    margin = 60 * 86400
+    times = rng.sample(range(WINDOW_START - margin, WINDOW_END + margin), 700)
+    times[:3] = [WINDOW_START, WINDOW_END, WINDOW_END + 1]  # both edges are inside, one past is not
+    clean = []
+    for user in range(60):
+        for _ in range(rng.randint(3, 14)):
+            clean.append((f"U{user:03d}", rng.choices(asins, weights)[0], times[len(clean)]))
+    rng.shuffle(clean)
+    lines = []
+    for index, (user, asin, time) in enumerate(clean):
+        record = {
+            "overall": 5.0,
+            "verified": True,
+            "reviewerID": user,
+            "asin": asin,
+            "unixReviewTime": time,
+        }
+        lines.append(repr(record) if index == 7 else json.dumps(record))  # one Python-literal line
+    bad = [
+        "{not json",
+        "garbage line",
+        "[1, 2]",
+        json.dumps({"reviewerID": "U900", "asin": _asin(0)}),
+        json.dumps({"reviewerID": "U900", "unixReviewTime": WINDOW_START + 5}),
+        json.dumps({"reviewerID": "U900", "asin": _asin(0), "unixReviewTime": "yesterday"}),
+    ]
+    positions = sorted(rng.sample(range(len(lines)), len(bad)))
+    for offset, (position, line) in enumerate(zip(positions, bad)):
+        lines.insert(position + offset, line)
+    lines.insert(10, "")  # blank lines are skipped, not counted
+    bad_lines = [index + 1 for index, line in enumerate(lines) if line in bad]
+    reviews = directory / "reviews.json"
+    reviews.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    meta_lines = []
+    for i in range(30):
+        record = {
+            "asin": _asin(i),
+            "title": titles.get(_asin(i)),
+            "description": [f"<b>Great</b> pen &amp; paper {i}", "second  line"],
+            "brand": "by\nAcme " if i == 0 else f"Brand{i}",
+            "category": ["Toy Products", f"Pens {i % 3}"],
+        }
+        if i == 27:
+            record["title"] = " ".join(["word"] * 25)
+        if i == 28:
+            record["title"] = '<span id="x">Bad</span>'
+        if i == 29:
+            del record["title"]
+        meta_lines.append(repr(record) if i == 3 else json.dumps(record))
+    meta_lines.insert(
+        6, json.dumps({"asin": _asin(5), "title": titles[_asin(5)]})
+    )  # duplicate record
+    meta_lines += [
+        json.dumps({"asin": "BUNUSED", "title": "Never reviewed"}),
+        "{broken",
+        json.dumps({"title": "no asin here"}),
+    ]
+    meta = directory / "meta.json"
+    meta.write_text("\n".join(meta_lines) + "\n", encoding="utf-8")
+    return RawFiles(reviews, meta, [(u, a, t) for u, a, t in clean], titles, bad_lines)
+
+
+def oracle_samples(
+    raw: RawFiles, k: int = 5, max_history: int = 10
+) -> list[tuple[str, tuple[str, ...], str, int]]:
+    """Brute force: (user, history asins, target asin, time) of every sample, by time."""
+    kept = [
+        r for r in raw.clean_reviews if WINDOW_START <= r[2] <= WINDOW_END and r[1] in raw.titles
+    ]
+    while True:
+        users, items = Counter(r[0] for r in kept), Counter(r[1] for r in kept)
+        low_users = {u for u, c in users.items() if c < k}
+        low_items = {i for i, c in items.items() if c < k}
+        if not low_users and not low_items:
+            break
+        kept = [r for r in kept if r[0] not in low_users and r[1] not in low_items]
+    sequences = defaultdict(list)
+    for user, asin, time in sorted(kept, key=lambda r: r[2]):
+        sequences[user].append((asin, time))
+    samples = []
+    for user, sequence in sequences.items():
+        for i in range(1, len(sequence)):
+            history = tuple(asin for asin, _ in sequence[max(0, i - max_history) : i])
+            samples.append((user, history, sequence[i][0], sequence[i][1]))
+    return sorted(samples, key=lambda s: s[3])
+
+
+def read_split(path: Path) -> list[dict]:
+    """CSV rows with list columns parsed back from their Python literals."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for column in ("history_item_title", "history_item_id", "history_item_sid"):
+            row[column] = ast.literal_eval(row[column])
+        row["item_id"] = int(row["item_id"])
+    return rows
+
+
+def toy_sid_index(num_items: int) -> dict[str, list[str]]:
+    """A hand-made SID table (with collisions) for runs that do not build SIDs."""
+    return {str(i): [f"<a_{i % 4}>", f"<b_{i % 7}>", f"<c_{i % 5}>"] for i in range(num_items)}
+
+
+def run_two_stage(raw: RawFiles, output: Path, *extra: str) -> dict:
+    """``--items-only``, then a hand-made SID index via ``--sid-index``; returns the report."""
+    base = ["--reviews", str(raw.reviews), "--meta", str(raw.meta), "--category", CATEGORY]
+    assert prepare_amazon_main([*base, "--output-dir", str(output), "--items-only", *extra]) == 0
+    items = json.loads((output / "index" / f"{CATEGORY}.item.json").read_text())
+    sid_file = output.parent / f"{output.name}_sids.json"
+    sid_file.write_text(json.dumps(toy_sid_index(len(items))))
+    assert (
+        prepare_amazon_main(
+            [*base, "--output-dir", str(output), "--sid-index", str(sid_file), *extra]
+        )
+        == 0
+    )
+    return json.loads((output / f"{CATEGORY}.prepare_report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> tuple[RawFiles, Path, dict]:
+    root = tmp_path_factory.mktemp("raw")
+    raw = write_raw_files(root / "raw")
+    report = run_two_stage(raw, root / "out")
+    return raw, root / "out", report
+
+
+def test_output_matches_brute_force_oracle(prepared):
+    raw, output, _ = prepared
+    items = json.loads((output / "index" / f"{CATEGORY}.item.json").read_text())
+    asin_of_title = {title: asin for asin, title in raw.titles.items()}
+    asin_of_id = {int(i): asin_of_title[item["title"]] for i, item in items.items()}
+    rows = [
+        row
+        for split in ("train", "valid", "test")
+        for row in read_split(output / split / f"{STEM}.csv")
+    ]
+    expected = oracle_samples(raw)
+    assert len(rows) == len(expected) > 100
+    user_map = {}
+    for row, (user, history, target, _) in zip(rows, expected):
+        assert tuple(asin_of_id[i] for i in row["history_item_id"]) == history
+        assert asin_of_id[row["item_id"]] == target
+        assert row["history_item_title"] == [items[str(i)]["title"] for i in row["history_item_id"]]
+        assert row["item_title"] == items[str(row["item_id"])]["title"]
+        assert user_map.setdefault(row["user_id"], user) == user
+    assert len(set(user_map.values())) == len(user_map)  # one CSV user per raw user
+    assert sorted(items) == sorted(str(i) for i in range(len(items)))
+    assert set(asin_of_id.values()) == {asin for _, h, t, _ in expected for asin in (*h, t)}
+
+
+def test_split_is_global_chronological_8_1_1(prepared):
+    raw, output, _ = prepared
+    total = len(oracle_samples(raw))
+    sizes = [
+        len(read_split(output / split / f"{STEM}.csv")) for split in ("train", "valid", "test")
+    ]
+    assert sizes == [
+        int(0.8 * total),
+        int(0.9 * total) - int(0.8 * total),
+        total - int(0.9 * total),
+    ]
+    data = prepare_amazon(raw.reviews, raw.meta)
+    times = {name: [sample.time for sample in rows] for name, rows in data.splits.items()}
+    for split_times in times.values():
+        assert split_times == sorted(split_times)
+    assert max(times["train"]) <= min(times["valid"]) and max(times["valid"]) <= min(times["test"])
+    assert WINDOW_START <= min(times["train"]) and max(times["test"]) <= WINDOW_END
+
+
+def test_five_core_holds_and_histories_are_previous_items(prepared):
+    _, output, _ = prepared
+    rows = [
+        row
+        for split in ("train", "valid", "test")
+        for row in read_split(output / split / f"{STEM}.csv")
+    ]
+    by_user = defaultdict(list)
+    for row in rows:
+        by_user[row["user_id"]].append(row)
+    item_counts = Counter()
+    for user_rows in by_user.values():
+        assert (
+            len(user_rows[0]["history_item_id"]) == 1
+        )  # the first sample's history is the first item
+        sequence = user_rows[0]["history_item_id"] + [row["item_id"] for row in user_rows]
+        assert len(sequence) >= 5
+        item_counts.update(sequence)
+        for position, row in enumerate(user_rows, start=1):
+            assert 1 <= len(row["history_item_id"]) <= 10
+            assert row["history_item_id"] == sequence[max(0, position - 10) : position]
+    assert min(item_counts.values()) >= 5
+
+
+def test_sid_columns_follow_the_index(prepared):
+    _, output, _ = prepared
+    index = json.loads((output / "index" / f"{CATEGORY}.index.json").read_text())
+    items = json.loads((output / "index" / f"{CATEGORY}.item.json").read_text())
+    assert index == toy_sid_index(len(items))
+    for split in ("train", "valid", "test"):
+        for row in read_split(output / split / f"{STEM}.csv"):
+            assert row["item_sid"] == "".join(index[str(row["item_id"])])
+            assert row["history_item_sid"] == [
+                "".join(index[str(i)]) for i in row["history_item_id"]
+            ]
+
+
+def test_bad_records_and_filters_are_reported(prepared):
+    raw, _, report = prepared
+    assert report["bad_records"]["counts"] == EXPECTED_BAD
+    assert report["bad_records"]["total"] == sum(EXPECTED_BAD.values())
+    examples = " ".join(report["bad_records"]["examples"]["review_missing_field"])
+    assert (
+        f"{raw.reviews}:{raw.bad_review_lines[3]}" in examples
+        or f"{raw.reviews}:{raw.bad_review_lines[4]}" in examples
+    )
+    stats = report["stats"]
+    in_window = [r for r in raw.clean_reviews if WINDOW_START <= r[2] <= WINDOW_END]
+    assert stats["reviews_read"] == len(raw.clean_reviews)
+    assert stats["reviews_in_window"] == len(in_window)
+    assert stats["reviews_with_usable_item"] == sum(r[1] in raw.titles for r in in_window)
+    reviewed = {r[1] for r in in_window}
+    assert stats["items_without_metadata"] == int(NO_META_ASIN in reviewed) == 1
+    assert (
+        stats["items_unusable_title"]
+        == sum(_asin(i) in reviewed for i in UNUSABLE_TITLE_ITEMS)
+        == 3
+    )
+    assert stats["duplicate_metadata_records"] == 1
+    expected = oracle_samples(raw)
+    assert stats["samples"] == len(expected)
+    assert stats["users"] == len({s[0] for s in expected})
+    assert stats["reviews_after_k_core"] == len(expected) + stats["users"]
+
+
+def test_item_json_fields(prepared):
+    raw, output, _ = prepared
+    items = json.loads((output / "index" / f"{CATEGORY}.item.json").read_text())
+    by_title = {item["title"]: item for item in items.values()}
+    first = by_title[raw.titles[_asin(0)]]
+    assert first["brand"] == "Acme"
+    assert first["description"] == "['Great pen & paper 0', 'second line']"
+    assert first["categories"] == "Toy Products,Pens 0"
+    assert set(first) == {"title", "description", "brand", "categories"}
+
+
+def test_header_and_quoting_match_the_real_layout(prepared, amazon18_dir):
+    _, output, _ = prepared
+    real = (amazon18_dir / "test" / "Office_Products_5_2016-10-2018-11.csv").read_text(
+        encoding="utf-8"
+    )
+    ours = (output / "test" / f"{STEM}.csv").read_text(encoding="utf-8")
+    assert ours.splitlines()[0] == real.splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert "\r" not in ours and ours.endswith("\n")
+    real_row = next(csv.reader(real.splitlines()[1:2]))
+    our_row = next(csv.reader(ours.splitlines()[1:2]))
+    for real_value, our_value in zip(real_row, our_row):
+        assert type(
+            ast.literal_eval(real_value) if real_value.startswith("[") else real_value
+        ) is type(ast.literal_eval(our_value) if our_value.startswith("[") else our_value)
+
+
+def test_gzipped_inputs_give_identical_output(prepared, tmp_path):
+    raw, output, _ = prepared
+    gz = RawFiles(
+        tmp_path / "reviews.json.gz", tmp_path / "meta.json.gz", raw.clean_reviews, raw.titles, []
+    )
+    for plain, packed in ((raw.reviews, gz.reviews), (raw.meta, gz.meta)):
+        with plain.open("rb") as source, gzip.open(packed, "wb") as target:
+            shutil.copyfileobj(source, target)
+    report = run_two_stage(gz, tmp_path / "out")
+    assert report["bad_records"]["counts"] == EXPECTED_BAD
+    for relative in (
+        f"train/{STEM}.csv",
+        f"valid/{STEM}.csv",
+        f"test/{STEM}.csv",
+        f"index/{CATEGORY}.item.json",
+    ):
+        assert (tmp_path / "out" / relative).read_bytes() == (output / relative).read_bytes()
+
+
+def test_strict_mode_stops_at_the_first_bad_record_with_its_location(prepared, tmp_path):
+    raw, _, _ = prepared
+    argv = ["--reviews", str(raw.reviews), "--meta", str(raw.meta), "--category", CATEGORY]
+    with pytest.raises(
+        SystemExit, match=rf"{raw.reviews}:{raw.bad_review_lines[0]}: .*malformed_line"
+    ):
+        prepare_amazon_main([*argv, "--output-dir", str(tmp_path), "--items-only", "--strict"])
+    log = BadRecordLog(strict=True)
+    with pytest.raises(ValueError, match=rf"{raw.reviews}:{raw.bad_review_lines[0]}"):
+        prepare_amazon(raw.reviews, raw.meta, log=log)
+
+
+def test_argument_errors_name_the_argument(prepared, tmp_path, capsys):
+    raw, _, _ = prepared
+    argv = [
+        "--reviews",
+        str(raw.reviews),
+        "--meta",
+        str(raw.meta),
+        "--category",
+        CATEGORY,
+        "--output-dir",
+        str(tmp_path),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_amazon_main(argv)  # no SID source and no index in the output folder
+    assert exit_info.value.code == 2 and "no SID source" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="start must look like YYYY-MM"):
+        prepare_amazon_main([*argv, "--items-only", "--start", "2016-13"])
+    with pytest.raises(SystemExit, match="input file not found"):
+        prepare_amazon_main([*argv[:1], str(tmp_path / "missing.json"), *argv[2:], "--items-only"])
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"0": ["<a_1>"]}))
+    with pytest.raises(SystemExit, match=r"wrong.json: SID index must cover item ids"):
+        prepare_amazon_main([*argv, "--sid-index", str(wrong)])
+
+
+def test_round_trip_through_the_data_layer_reader(prepared):
+    try:
+        readers = importlib.import_module("wpauc.data.readers")
+    except ImportError:
+        pytest.skip("wpauc.data.readers is not there yet")
+    if not hasattr(readers, "MiniOneRecSource"):
+        pytest.skip("wpauc.data.readers.MiniOneRecSource is not there yet")
+    _, output, _ = prepared
+    loaded = readers.MiniOneRecSource(output, CATEGORY).load()
+    assert loaded is not None

@@ -1,0 +1,626 @@
+"""Raw Amazon Reviews 2018 files -> MiniOneRec-layout samples.
+
+Input: a category's review file (JSON lines with ``reviewerID``, ``asin``,
+``unixReviewTime``, ...; e.g. ``Office_Products_5.json.gz``) and metadata file (JSON lines
+with ``asin``, ``title``, ``description``, ``brand``, ``category``/``categories``, ...;
+e.g. ``meta_Office_Products.json.gz``), plain or gzipped. Lines that are not JSON are tried
+as Python literals (``ast.literal_eval``, never ``eval``), as in some older dumps.
+
+The processing follows MiniOneRec's public ``data/amazon18_data_process.py`` (read from its
+source; facts only):
+
+1. Time window: keep reviews with ``start <= unixReviewTime <= end`` where ``start`` and
+   ``end`` are the first second of the start and end months (so ``2016-10`` .. ``2018-11``
+   ends at 2018-11-01 00:00:00, inclusive). MiniOneRec converts the months with the
+   machine's local time zone; here they are UTC, so the window edges may differ by the
+   machine's UTC offset.
+2. Usable titles: an item is kept only if its metadata title does not contain
+   ``<span id``, and after replacing ``&quot;``/``&amp;`` and stripping spaces and double
+   quotes it has more than 1 character and at most 20 space-separated words.
+3. Iterative k-core (k = 5): drop users and items with fewer than k reviews, repeat until
+   nothing changes. Repeated (user, item) reviews are kept and counted, as MiniOneRec does.
+4. Ids: users are numbered by first appearance in the filtered review file; items by first
+   appearance when walking the users in that order, each user's reviews sorted by time
+   (stable, so ties keep file order). CSV user ids are ``A<number>``.
+5. Samples: for each user and each position ``i >= 1`` of the time-sorted sequence, the
+   sample (previous ``<= 10`` items, item ``i``). All samples are sorted by the target's
+   time (stable) and cut globally: the first ``int(0.8 n)`` are train, up to
+   ``int(0.9 n)`` valid, the rest test.
+6. ``item.json`` fields: title as in 2.; description = the raw value (a list is written as
+   Python's ``str`` of the list, as MiniOneRec does) with HTML tags removed, entities
+   unescaped and whitespace collapsed; brand with ``"by\\n"`` removed, stripped;
+   categories flattened, entries containing ``</span>`` dropped, joined with ``,``.
+
+Known differences from MiniOneRec: UTC month boundaries (1.); categories are read from the
+2018 key ``category`` when ``categories`` is absent (MiniOneRec reads only ``categories``,
+so its 2018 ``item.json`` has empty categories); MiniOneRec widens the start year when
+fewer than 3000 items survive, which is not done here (choose ``--start`` yourself).
+
+Bad input (unparsable lines, missing or ill-typed fields, reviewed items without metadata)
+is counted in a :class:`BadRecordLog` with file and line numbers; with ``strict=True`` the
+first one raises ``ValueError`` instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import html
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+#: Column order of MiniOneRec's CSV files.
+CSV_COLUMNS = (
+    "user_id",
+    "history_item_title",
+    "item_title",
+    "history_item_id",
+    "item_id",
+    "history_item_sid",
+    "item_sid",
+)
+#: Review fields the pipeline needs.
+REVIEW_FIELDS = ("reviewerID", "asin", "unixReviewTime")
+#: Split names in file order.
+SPLITS = ("train", "valid", "test")
+
+_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_HTML_TAG = re.compile(r"<[^>]+>")
+_WHITESPACE = re.compile(r"\s+")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class BadRecordLog:
+    """Counts bad input records by kind and keeps the first few as ``file:line: message``.
+
+    Args:
+        strict: raise ``ValueError`` on the first bad record instead of counting it.
+        max_examples: how many messages to keep per kind for the report.
+    """
+
+    def __init__(self, strict: bool = False, max_examples: int = 5) -> None:
+        self.strict = strict
+        self.max_examples = max_examples
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, kind: str, path: Path | str, line: int | None, message: str) -> None:
+        """Record one bad record of ``kind`` found at ``path:line``."""
+        where = f"{path}:{line}" if line is not None else str(path)
+        text = f"{where}: {message}"
+        if self.strict:
+            raise ValueError(
+                f"{text} (bad record of kind {kind!r}; drop --strict to count and skip these)"
+            )
+        self.counts[kind] += 1
+        kept = self.examples.setdefault(kind, [])
+        if len(kept) < self.max_examples:
+            kept.append(text)
+
+    @property
+    def total(self) -> int:
+        """Number of bad records seen."""
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary: total, counts per kind and example messages."""
+        return {
+            "total": self.total,
+            "counts": dict(sorted(self.counts.items())),
+            "examples": self.examples,
+        }
+
+
+@dataclass(frozen=True)
+class Review:
+    """One review: who, what, when, and where it was read (for messages)."""
+
+    user: str
+    asin: str
+    time: int
+    line: int
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    """The metadata fields written to ``item.json``."""
+
+    title: str
+    description: str
+    brand: str
+    categories: str
+
+    def to_dict(self) -> dict[str, str]:
+        """The ``item.json`` record."""
+        return {
+            "title": self.title,
+            "description": self.description,
+            "brand": self.brand,
+            "categories": self.categories,
+        }
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One (history, next item) pair; item ids index the item table, ``user`` the users."""
+
+    user: int
+    history: tuple[int, ...]
+    target: int
+    time: int
+
+
+@dataclass
+class PreparedData:
+    """What the pipeline produced, before writing.
+
+    Attributes:
+        items: item table in id order (item id = position).
+        asins: Amazon ids of the items, in id order.
+        users: reviewer ids in user-number order.
+        splits: samples per split name, each sorted by target time.
+        stats: counts of what each step kept and removed, for the report.
+    """
+
+    items: list[ItemMeta]
+    asins: list[str]
+    users: list[str]
+    splits: dict[str, list[Sample]]
+    stats: dict = field(default_factory=dict)
+
+
+def month_start(year_month: str, arg_name: str = "year_month") -> int:
+    """Unix time (UTC) of the first second of ``YYYY-MM``."""
+    match = _YEAR_MONTH.match(year_month)
+    if match is None or not 1 <= int(match.group(2)) <= 12:
+        raise ValueError(f"{arg_name} must look like YYYY-MM (e.g. 2016-10), got {year_month!r}")
+    return int(
+        datetime(int(match.group(1)), int(match.group(2)), 1, tzinfo=timezone.utc).timestamp()
+    )
+
+
+def split_file_stem(category: str, k_core: int, start: str, end: str) -> str:
+    """MiniOneRec's CSV name without extension, e.g. ``Office_Products_5_2016-10-2018-11``."""
+    return f"{category}_{k_core}_{start}-{end}"
+
+
+def iter_records(path: Path, log: BadRecordLog) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` for every parsable dict line of a JSON-lines file, plain
+    or gzipped (detected from the content, not the name). Blank lines are skipped;
+    undecodable or unparsable lines and non-dict values are logged as ``malformed_line``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    with path.open("rb") as probe:
+        is_gzip = probe.read(2) == _GZIP_MAGIC
+    with gzip.open(path, "rb") if is_gzip else path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                log.add("malformed_line", path, line_number, f"not UTF-8 ({err.reason})")
+                continue
+            record = _parse_line(text)
+            if not isinstance(record, dict):
+                log.add(
+                    "malformed_line",
+                    path,
+                    line_number,
+                    f"not a JSON object or Python dict: {text[:80].strip()!r}",
+                )
+                continue
+            yield line_number, record
+
+
+def _parse_line(text: str) -> object:
+    """A line as JSON, else as a Python literal; ``None`` when it is neither."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+
+
+def _as_timestamp(value: object) -> int | None:
+    """An integer Unix time from an int or a string of digits; ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def read_reviews(path: Path, log: BadRecordLog) -> list[Review]:
+    """Reviews in file order. Records missing ``reviewerID``/``asin``/``unixReviewTime``
+    (``review_missing_field``) or with an empty id or non-integer time
+    (``review_bad_field``) are logged and skipped."""
+    reviews = []
+    for line, record in iter_records(path, log):
+        missing = [name for name in REVIEW_FIELDS if record.get(name) is None]
+        if missing:
+            log.add("review_missing_field", path, line, f"missing field(s) {', '.join(missing)}")
+            continue
+        user, asin, time = (
+            record["reviewerID"],
+            record["asin"],
+            _as_timestamp(record["unixReviewTime"]),
+        )
+        if not isinstance(user, str) or not user or not isinstance(asin, str) or not asin:
+            log.add("review_bad_field", path, line, "reviewerID and asin must be non-empty strings")
+            continue
+        if time is None:
+            log.add(
+                "review_bad_field",
+                path,
+                line,
+                f"unixReviewTime must be an integer, got {record['unixReviewTime']!r}",
+            )
+            continue
+        reviews.append(Review(user, asin, time, line))
+    return reviews
+
+
+def clean_title(raw: object, max_words: int) -> str | None:
+    """MiniOneRec's title rule: the cleaned title, or ``None`` when unusable (not a
+    string, contains ``<span id``, 1 character or less, or more than ``max_words`` words)."""
+    if not isinstance(raw, str) or "<span id" in raw:
+        return None
+    title = raw.replace("&quot;", '"').replace("&amp;", "&").strip(" ").strip('"')
+    if len(title) > 1 and len(title.split(" ")) <= max_words:
+        return title
+    return None
+
+
+def clean_text(raw: object) -> str:
+    """HTML tags removed, entities unescaped, whitespace collapsed; a list is cleaned as
+    its Python ``str`` (MiniOneRec's behaviour for the 2018 list-valued descriptions)."""
+    if not raw:
+        return ""
+    text = _HTML_TAG.sub("", str(raw))
+    text = html.unescape(text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def _clean_categories(raw: object) -> str | None:
+    """Flattened, ``</span>``-free categories joined with ``,``; ``None`` if ill-typed."""
+    if not raw:
+        return ""
+    if not isinstance(raw, list):
+        return None
+    flat = []
+    for entry in raw:
+        flat.extend(entry if isinstance(entry, list) else [entry])
+    return ",".join(str(entry).strip() for entry in flat if "</span>" not in str(entry)).strip()
+
+
+def read_metadata(
+    path: Path, wanted: set[str], log: BadRecordLog, max_title_words: int = 20
+) -> tuple[dict[str, ItemMeta], dict[str, str], int]:
+    """Metadata of the ``wanted`` asins.
+
+    Returns:
+        ``(usable, unusable, duplicates)``: ``usable`` maps asin -> :class:`ItemMeta` for
+        items with a usable title (a later duplicate record with a usable title replaces an
+        earlier one, as in MiniOneRec); ``unusable`` maps asin -> reason for wanted items
+        whose records all lack a usable title; ``duplicates`` counts records of wanted asins
+        seen before. Records without an ``asin`` are logged as ``meta_missing_field``;
+        ill-typed brand/categories as ``meta_bad_field`` (the item is kept with that field
+        empty).
+    """
+    usable: dict[str, ItemMeta] = {}
+    unusable: dict[str, str] = {}
+    duplicates = 0
+    for line, record in iter_records(path, log):
+        asin = record.get("asin")
+        if not isinstance(asin, str) or not asin:
+            log.add("meta_missing_field", path, line, "missing or empty field asin")
+            continue
+        if asin not in wanted:
+            continue
+        duplicates += asin in usable or asin in unusable
+        title = clean_title(record.get("title"), max_title_words)
+        if title is None:
+            if asin not in usable:
+                unusable[asin] = (
+                    "no title"
+                    if record.get("title") is None
+                    else "title fails the usable-title rule"
+                )
+            continue
+        unusable.pop(asin, None)
+        brand = record.get("brand", "")
+        if not isinstance(brand, str):
+            log.add("meta_bad_field", path, line, f"brand of {asin} is not a string: {brand!r}")
+            brand = ""
+        raw_categories = record.get("categories", record.get("category"))
+        categories = _clean_categories(raw_categories)
+        if categories is None:
+            log.add(
+                "meta_bad_field",
+                path,
+                line,
+                f"categories of {asin} are not a list: {raw_categories!r}",
+            )
+            categories = ""
+        usable[asin] = ItemMeta(
+            title=title,
+            description=clean_text(record.get("description", "")),
+            brand=brand.replace("by\n", "").strip(),
+            categories=categories,
+        )
+    return usable, unusable, duplicates
+
+
+def k_core_filter(reviews: list[Review], k: int) -> tuple[list[Review], int]:
+    """Iteratively drop reviews of users and items with fewer than ``k`` reviews until
+    every remaining user and item has at least ``k``. Returns ``(kept, rounds)``."""
+    rounds = 0
+    while True:
+        rounds += 1
+        user_counts = Counter(review.user for review in reviews)
+        item_counts = Counter(review.asin for review in reviews)
+        kept = [
+            review
+            for review in reviews
+            if user_counts[review.user] >= k and item_counts[review.asin] >= k
+        ]
+        if len(kept) == len(reviews):
+            return kept, rounds
+        reviews = kept
+
+
+def build_samples(
+    reviews: list[Review], max_history: int
+) -> tuple[list[str], list[str], list[Sample]]:
+    """Number users and items (module docstring, step 4) and make every (previous
+    ``<= max_history`` items, next item) sample, sorted by target time (stable).
+
+    Returns:
+        ``(users, asins, samples)``: reviewer ids and asins in number order, and samples.
+    """
+    by_user: dict[str, list[Review]] = {}
+    for review in reviews:
+        by_user.setdefault(review.user, []).append(review)
+    item_ids: dict[str, int] = {}
+    samples = []
+    for user_number, user_reviews in enumerate(by_user.values()):
+        user_reviews.sort(key=lambda review: review.time)
+        sequence = [item_ids.setdefault(review.asin, len(item_ids)) for review in user_reviews]
+        for position in range(1, len(sequence)):
+            history = tuple(sequence[max(0, position - max_history) : position])
+            samples.append(
+                Sample(user_number, history, sequence[position], user_reviews[position].time)
+            )
+    samples.sort(key=lambda sample: sample.time)
+    return list(by_user), list(item_ids), samples
+
+
+def chronological_split(
+    samples: Sequence[Sample], ratios: Sequence[float] = (0.8, 0.1, 0.1)
+) -> dict[str, list[Sample]]:
+    """Cut time-sorted samples into train/valid/test at ``int(r0 n)`` and ``int((r0+r1) n)``."""
+    if len(ratios) != 3 or any(ratio < 0 for ratio in ratios) or abs(sum(ratios) - 1.0) > 1e-9:
+        raise ValueError(
+            f"split ratios must be three non-negative numbers summing to 1, got {tuple(ratios)}"
+        )
+    total = len(samples)
+    train_end = int(total * ratios[0])
+    valid_end = int(total * (ratios[0] + ratios[1]))
+    return {
+        "train": list(samples[:train_end]),
+        "valid": list(samples[train_end:valid_end]),
+        "test": list(samples[valid_end:]),
+    }
+
+
+def prepare_amazon(
+    reviews_path: Path,
+    meta_path: Path,
+    start: str = "2016-10",
+    end: str = "2018-11",
+    k_core: int = 5,
+    max_history: int = 10,
+    max_title_words: int = 20,
+    split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    log: BadRecordLog | None = None,
+) -> PreparedData:
+    """Run steps 1-5 of the module docstring on one category's raw files.
+
+    Args:
+        reviews_path: review JSON-lines file (``.gz`` or plain).
+        meta_path: metadata JSON-lines file (``.gz`` or plain).
+        start: first month kept, ``YYYY-MM``.
+        end: the window ends at the first second of this month, ``YYYY-MM``.
+        k_core: minimum number of reviews per user and per item.
+        max_history: longest history per sample.
+        max_title_words: longest usable title, in space-separated words.
+        split_ratios: train/valid/test fractions of the time-sorted samples.
+        log: where bad records go (a fresh non-strict log if ``None``).
+
+    Raises:
+        ValueError: bad arguments, a bad record under a strict log, or nothing left.
+    """
+    log = log if log is not None else BadRecordLog()
+    start_time, end_time = month_start(start, "start"), month_start(end, "end")
+    if start_time >= end_time:
+        raise ValueError(f"start ({start}) must be before end ({end})")
+    if k_core < 1 or max_history < 1 or max_title_words < 1:
+        raise ValueError(
+            "k_core, max_history and max_title_words must be >= 1, "
+            f"got {k_core}, {max_history}, {max_title_words}"
+        )
+    stats: dict = {}
+    reviews = read_reviews(Path(reviews_path), log)
+    stats["reviews_read"] = len(reviews)
+    reviews = [review for review in reviews if start_time <= review.time <= end_time]
+    stats["reviews_in_window"] = len(reviews)
+
+    metadata, unusable, duplicates = read_metadata(
+        Path(meta_path), {review.asin for review in reviews}, log, max_title_words
+    )
+    stats["duplicate_metadata_records"] = duplicates
+    first_line: dict[str, int] = {}
+    for review in reviews:
+        first_line.setdefault(review.asin, review.line)
+    without_metadata = [
+        asin for asin in first_line if asin not in metadata and asin not in unusable
+    ]
+    for asin in without_metadata:
+        log.add(
+            "item_without_metadata",
+            reviews_path,
+            first_line[asin],
+            f"item {asin} has no metadata record in {meta_path}",
+        )
+    stats["items_without_metadata"] = len(without_metadata)
+    stats["items_unusable_title"] = len(unusable)
+    reviews = [review for review in reviews if review.asin in metadata]
+    stats["reviews_with_usable_item"] = len(reviews)
+
+    stats["users_before_k_core"] = len({review.user for review in reviews})
+    stats["items_before_k_core"] = len({review.asin for review in reviews})
+    reviews, rounds = k_core_filter(reviews, k_core)
+    stats["k_core_rounds"] = rounds
+    stats["reviews_after_k_core"] = len(reviews)
+    if not reviews:
+        raise ValueError(
+            f"no reviews left after the time window {start}..{end}, usable titles and "
+            f"{k_core}-core filtering of {reviews_path} (see the counts: {stats})"
+        )
+    users, asins, samples = build_samples(reviews, max_history)
+    splits = chronological_split(samples, split_ratios)
+    stats.update(
+        users=len(users),
+        items=len(asins),
+        samples=len(samples),
+        **{f"{name}_samples": len(rows) for name, rows in splits.items()},
+    )
+    return PreparedData(
+        items=[metadata[asin] for asin in asins],
+        asins=asins,
+        users=users,
+        splits=splits,
+        stats=stats,
+    )
+
+
+def _python_list(values: Sequence) -> str:
+    """A list column as MiniOneRec writes it: Python's ``str`` of the list."""
+    return str(list(values))
+
+
+def write_split_csv(
+    path: Path,
+    samples: Sequence[Sample],
+    titles: Sequence[str],
+    sids: Sequence[str],
+) -> None:
+    """One MiniOneRec CSV (columns :data:`CSV_COLUMNS`, minimal quoting, ``\\n`` line ends).
+
+    Args:
+        path: file to write.
+        samples: rows to write.
+        titles: item title per item id.
+        sids: concatenated SID tokens per item id (e.g. ``<a_1><b_2><c_3>``).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for sample in samples:
+            writer.writerow(
+                (
+                    f"A{sample.user}",
+                    _python_list(titles[item] for item in sample.history),
+                    titles[sample.target],
+                    _python_list(sample.history),
+                    sample.target,
+                    _python_list(sids[item] for item in sample.history),
+                    sids[sample.target],
+                )
+            )
+
+
+def write_item_json(path: Path, items: Sequence[ItemMeta]) -> None:
+    """``index/<Category>.item.json``: item id -> {title, description, brand, categories}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(
+            {str(index): item.to_dict() for index, item in enumerate(items)}, handle, indent=2
+        )
+
+
+def write_sid_index(path: Path, tokens: Sequence[Sequence[str]]) -> None:
+    """``index/<Category>.index.json``: item id -> list of SID tokens."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump({str(index): list(row) for index, row in enumerate(tokens)}, handle)
+
+
+def read_sid_index(path: Path, num_items: int) -> list[list[str]]:
+    """SID tokens per item id from an ``index.json``.
+
+    Raises:
+        ValueError: the ids are not exactly ``0..num_items-1`` or an entry is not a
+            non-empty list of strings.
+    """
+    with Path(path).open(encoding="utf-8") as handle:
+        index: Mapping[str, object] = json.load(handle)
+    expected = {str(item) for item in range(num_items)}
+    if set(index) != expected:
+        stray = sorted(set(index) ^ expected, key=str)[:5]
+        raise ValueError(
+            f"{path}: SID index must cover item ids 0..{num_items - 1} exactly "
+            f"(has {len(index)} ids; mismatched ids include {stray}); "
+            "rebuild it for this item table"
+        )
+    tokens = []
+    for item in range(num_items):
+        row = index[str(item)]
+        if not isinstance(row, list) or not row or not all(isinstance(token, str) for token in row):
+            raise ValueError(
+                f"{path}: item {item}: expected a non-empty list of SID token strings, got {row!r}"
+            )
+        tokens.append(row)
+    return tokens
+
+
+def write_minionerec_layout(
+    output_dir: Path,
+    category: str,
+    data: PreparedData,
+    sid_tokens: Sequence[Sequence[str]] | None,
+    file_stem: str,
+) -> dict[str, Path]:
+    """Write ``index/<Category>.item.json`` and, given SID tokens, ``index.json`` and the
+    three CSVs ``{train,valid,test}/<file_stem>.csv``. Returns the written paths by role."""
+    output_dir = Path(output_dir)
+    written = {"item_json": output_dir / "index" / f"{category}.item.json"}
+    write_item_json(written["item_json"], data.items)
+    if sid_tokens is None:
+        return written
+    if len(sid_tokens) != len(data.items):
+        raise ValueError(
+            f"got SIDs for {len(sid_tokens)} items but the item table has {len(data.items)}"
+        )
+    written["index_json"] = output_dir / "index" / f"{category}.index.json"
+    write_sid_index(written["index_json"], sid_tokens)
+    titles = [item.title for item in data.items]
+    sids = ["".join(row) for row in sid_tokens]
+    for name in SPLITS:
+        written[name] = output_dir / name / f"{file_stem}.csv"
+        write_split_csv(written[name], data.splits[name], titles, sids)
+    return written
