@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
-import importlib
 import json
 import random
 import shutil
@@ -379,12 +378,20 @@ def test_argument_errors_name_the_argument(prepared, tmp_path, capsys):
 
 
 def test_round_trip_through_the_data_layer_reader(prepared):
-    try:
-        readers = importlib.import_module("wpauc.data.readers")
-    except ImportError:
-        pytest.skip("wpauc.data.readers is not there yet")
+    readers = pytest.importorskip("wpauc.data.readers")
     if not hasattr(readers, "MiniOneRecSource"):
         pytest.skip("wpauc.data.readers.MiniOneRecSource is not there yet")
     _, output, _ = prepared
-    loaded = readers.MiniOneRecSource(output, CATEGORY).load()
-    assert loaded is not None
+    data = readers.MiniOneRecSource(str(output), CATEGORY).load()
+    items = json.loads((output / "index" / f"{CATEGORY}.item.json").read_text())
+    index = json.loads((output / "index" / f"{CATEGORY}.index.json").read_text())
+    assert data.catalog.item_ids == tuple(range(len(items)))
+    assert data.catalog.titles == tuple(items[str(i)]["title"] for i in range(len(items)))
+    for item_id, sid in enumerate(data.catalog.sids):
+        assert list(sid[:3]) == index[str(item_id)]  # a 4th token only disambiguates collisions
+    for split in ("train", "valid", "test"):
+        rows = read_split(output / split / f"{STEM}.csv")
+        samples = data.split(split)
+        assert [(s.user, list(s.history), s.target) for s in samples] == [
+            (row["user_id"], row["history_item_id"], row["item_id"]) for row in rows
+        ]

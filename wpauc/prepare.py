@@ -26,13 +26,14 @@ from pathlib import Path
 from wpauc.data.amazon_raw import (
     BadRecordLog,
     PreparedData,
+    load_sid_tokens,
     prepare_amazon,
-    read_sid_index,
     split_file_stem,
     write_item_json,
     write_minionerec_layout,
     write_sid_index,
 )
+from wpauc.data.files import read_json_by_item_id
 from wpauc.data.sid_building import (
     DEFAULT_TEXT_FIELDS,
     GT_MINILM_NAME,
@@ -250,13 +251,13 @@ def _prepare_amazon(args: argparse.Namespace, existing_index: Path) -> int:
     if args.items_only:
         tokens = None
     elif args.encoder:
-        items = {str(index): item.to_dict() for index, item in enumerate(data.items)}
+        items = {index: item.to_dict() for index, item in enumerate(data.items)}
         tokens, report["sids"] = _make_sids(item_texts(items, args.text_fields.split(",")), args)
     else:
         source = args.sid_index or existing_index
         # the existing index must belong to this item table: write it first, then check ids
         write_item_json(args.output_dir / "index" / f"{args.category}.item.json", data.items)
-        tokens = read_sid_index(source, len(data.items))
+        tokens = load_sid_tokens(source, len(data.items))
         report["sids"] = {"source": str(source)}
     stem = split_file_stem(args.category, args.k_core, args.start, args.end)
     written = write_minionerec_layout(args.output_dir, args.category, data, tokens, stem)
@@ -338,8 +339,7 @@ def _build_sids(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"item table not found: {item_path} (run wpauc-prepare-amazon --items-only first)"
         )
-    with item_path.open(encoding="utf-8") as handle:
-        items = json.load(handle)
+    items = read_json_by_item_id(item_path)
     try:
         texts = item_texts(items, args.text_fields.split(","))
     except ValueError as err:

@@ -50,10 +50,12 @@ import html
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from wpauc.data.codecs import read_sid_index
 
 #: Column order of MiniOneRec's CSV files.
 CSV_COLUMNS = (
@@ -570,32 +572,22 @@ def write_sid_index(path: Path, tokens: Sequence[Sequence[str]]) -> None:
         json.dump({str(index): list(row) for index, row in enumerate(tokens)}, handle)
 
 
-def read_sid_index(path: Path, num_items: int) -> list[list[str]]:
-    """SID tokens per item id from an ``index.json``.
+def load_sid_tokens(path: Path, num_items: int) -> list[list[str]]:
+    """SID tokens per item id 0..num_items-1 from an ``index.json`` (read and validated by
+    :func:`wpauc.data.codecs.read_sid_index`).
 
     Raises:
-        ValueError: the ids are not exactly ``0..num_items-1`` or an entry is not a
-            non-empty list of strings.
+        ValueError: the file's ids are not exactly ``0..num_items-1``.
     """
-    with Path(path).open(encoding="utf-8") as handle:
-        index: Mapping[str, object] = json.load(handle)
-    expected = {str(item) for item in range(num_items)}
-    if set(index) != expected:
-        stray = sorted(set(index) ^ expected, key=str)[:5]
+    index = read_sid_index(path)
+    if set(index) != set(range(num_items)):
+        stray = sorted(set(index) ^ set(range(num_items)))[:5]
         raise ValueError(
             f"{path}: SID index must cover item ids 0..{num_items - 1} exactly "
             f"(has {len(index)} ids; mismatched ids include {stray}); "
             "rebuild it for this item table"
         )
-    tokens = []
-    for item in range(num_items):
-        row = index[str(item)]
-        if not isinstance(row, list) or not row or not all(isinstance(token, str) for token in row):
-            raise ValueError(
-                f"{path}: item {item}: expected a non-empty list of SID token strings, got {row!r}"
-            )
-        tokens.append(row)
-    return tokens
+    return [list(index[item]) for item in range(num_items)]
 
 
 def write_minionerec_layout(

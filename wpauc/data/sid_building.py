@@ -200,21 +200,21 @@ def count_distinct_sids(codes: Tensor) -> int:
 
 
 def item_texts(
-    items: Mapping[str, Mapping[str, str]], fields: Sequence[str] = DEFAULT_TEXT_FIELDS
+    items: Mapping[int, Mapping[str, str]], fields: Sequence[str] = DEFAULT_TEXT_FIELDS
 ) -> list[str]:
-    """One text per item of an ``<Category>.item.json`` mapping (item id -> fields), in
+    """One text per item of an ``<Category>.item.json`` table (int item id -> fields), in
     item-id order 0..N-1: the non-empty ``fields`` joined with a space.
 
     Raises:
-        ValueError: the ids are not exactly ``"0" .. "N-1"``.
+        ValueError: the ids are not exactly ``0 .. N-1``.
     """
-    expected = {str(index) for index in range(len(items))}
+    expected = set(range(len(items)))
     if set(items) != expected:
         stray = sorted(set(items) ^ expected, key=str)[:5]
         raise ValueError(f"item ids must be 0..{len(items) - 1}; mismatched ids include {stray}")
     texts = []
     for index in range(len(items)):
-        record = items[str(index)]
+        record = items[index]
         parts = [str(record.get(field, "")).strip() for field in fields]
         texts.append(" ".join(part for part in parts if part))
     return texts
