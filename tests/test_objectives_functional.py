@@ -50,7 +50,9 @@ def test_unscaled_advantages_only_centre():
 def test_masked_members_are_left_out_and_get_zero():
     generator = torch.Generator().manual_seed(1)
     rewards = torch.randn(4, 6, generator=generator)
-    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 0, 1, 0, 1, 1], [1] * 6, [0, 1, 1, 1, 1, 1]]).bool()
+    mask = torch.tensor(
+        [[1, 1, 1, 1, 0, 0], [1, 0, 1, 0, 1, 1], [1] * 6, [0, 1, 1, 1, 1, 1]]
+    ).bool()
     advantages = grpo_advantages(rewards, eps=1e-3, mask=mask)
     for row in range(4):
         kept = mask[row]
@@ -79,7 +81,9 @@ def test_zero_one_weights_equal_the_mask_and_soft_weights_follow_the_closed_form
     weights = torch.tensor([[1.0, 0.9, 0.5, 0.1, 0.01]])
     binary = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]])
     effective = weights[0, 1:].sum()
-    expected = torch.cat([effective.sqrt().view(1), -weights[0, 1:] / effective.sqrt()]).unsqueeze(0)
+    expected = torch.cat([effective.sqrt().view(1), -weights[0, 1:] / effective.sqrt()]).unsqueeze(
+        0
+    )
     torch.testing.assert_close(grpo_advantages(binary, eps=0.0, weights=weights), expected)
 
 
@@ -94,7 +98,7 @@ def _exact_window(num_negatives, alpha, d):
     return ranks
 
 
-@pytest.mark.parametrize("num_negatives", [1, 3, 7, 10, 30, 100, 997])
+@pytest.mark.parametrize("num_negatives", [1, 3, 7, 10, 30, 100, 113])
 def test_window_bounds_match_exact_fractions_on_a_decimal_grid(num_negatives):
     for alpha_percent in range(0, 100, 3):
         for d_percent in range(1, 101 - alpha_percent, 3):
@@ -126,7 +130,7 @@ def test_window_bounds_edge_values(num_negatives, alpha, d, expected):
 def test_rank_fractions_map_back_to_their_ranks():
     # What TAWin's target_k form produces: alpha = (k - 1) / n, d = w / n, computed in floats.
     for num_negatives in (7, 10, 49, 100, 3443):
-        for first in range(0, min(num_negatives, 60)):
+        for first in range(min(num_negatives, 60)):
             for width in (1, 2, 5, 10):
                 if first + width > num_negatives:
                     continue
@@ -134,7 +138,9 @@ def test_rank_fractions_map_back_to_their_ranks():
                 assert bounds == (first, first + width)
 
 
-@pytest.mark.parametrize(("alpha", "d"), [(-0.1, 0.2), (1.1, 0.1), (0.2, 0.0), (0.2, 1.2), (0.6, 0.5)])
+@pytest.mark.parametrize(
+    ("alpha", "d"), [(-0.1, 0.2), (1.1, 0.1), (0.2, 0.0), (0.2, 1.2), (0.6, 0.5)]
+)
 def test_window_bounds_reject_bad_windows(alpha, d):
     with pytest.raises(ValueError, match="alpha|d"):
         window_bounds(10, alpha, d)
@@ -162,7 +168,9 @@ def test_rank_aware_penalties_values():
         rank_aware_penalties(0)
 
 
-def _reference_grpo_loss(logp, old_logp, ref_logp, advantages, token_mask, member_mask, eps_low, eps_high, beta):
+def _reference_grpo_loss(
+    logp, old_logp, ref_logp, advantages, token_mask, member_mask, eps_low, eps_high, beta
+):
     """TRL `grpo` loss type written out with loops: per-token clipped surrogate + beta k3,
     mean over each sequence's valid tokens, mean over valid sequences."""
     sequence_losses = []
@@ -185,7 +193,9 @@ def _reference_grpo_loss(logp, old_logp, ref_logp, advantages, token_mask, membe
     return torch.stack(sequence_losses).mean()
 
 
-@pytest.mark.parametrize(("eps_low", "eps_high", "beta"), [(0.2, None, 0.0), (0.2, 0.28, 0.04), (0.1, 0.5, 1.0)])
+@pytest.mark.parametrize(
+    ("eps_low", "eps_high", "beta"), [(0.2, None, 0.0), (0.2, 0.28, 0.04), (0.1, 0.5, 1.0)]
+)
 def test_policy_loss_matches_a_loop_reimplementation_of_trl_grpo(eps_low, eps_high, beta):
     generator = torch.Generator().manual_seed(4)
     shape = (3, 4, 5)

@@ -5,6 +5,7 @@ top-W, sorted, which is what an exact constrained beam search returns. The group
 objective builds is then compared with negatives ranked by brute force.
 """
 
+import json
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -71,7 +72,10 @@ def ranked_negatives(scores_row, positive):
 
 def distinct_scores(batch, num_items, seed):
     generator = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.randperm(num_items, generator=generator).float() for _ in range(batch)]) * -0.5
+    return (
+        torch.stack([torch.randperm(num_items, generator=generator).float() for _ in range(batch)])
+        * -0.5
+    )
 
 
 def scores_with_positive_at(num_items, positive, beam_position):
@@ -92,7 +96,9 @@ def binary_group_checks(rollout, target):
 
 def test_beam_pauc_group_is_the_top_m_negatives(fake_decoding):
     num_items, m = 12, 4
-    scores = torch.stack([scores_with_positive_at(num_items, 5, position) for position in (0, 2, 4, 5, 9)])
+    scores = torch.stack(
+        [scores_with_positive_at(num_items, 5, position) for position in (0, 2, 4, 5, 9)]
+    )
     target = torch.full((5,), 5)
     rollout, policy = run(BeamPAUC(num_negatives=m), scores, target)
     assert policy.beam_widths == [m + 1]
@@ -175,7 +181,9 @@ def test_tawin_saturate_zeroes_contexts_whose_positive_beats_the_window(fake_dec
     tied = scores_with_positive_at(num_items, positive, 2)
     top_window_negative = ranked_negatives(tied, positive)[2]
     tied[positive] = tied[top_window_negative]
-    rollout, _ = run(TAWinWPAUC(target_k=3, window_width=2, saturate=True), tied.unsqueeze(0), target[:1])
+    rollout, _ = run(
+        TAWinWPAUC(target_k=3, window_width=2, saturate=True), tied.unsqueeze(0), target[:1]
+    )
     assert (rollout.advantages != 0).any()
 
 
@@ -184,7 +192,9 @@ def test_tawin_soft_window_weights_and_hard_limit(fake_decoding):
     scores = distinct_scores(3, num_items, seed=11)
     target = torch.full((3,), positive)
     hard, _ = run(TAWinWPAUC(target_k=3, window_width=4), scores, target)
-    soft, policy = run(TAWinWPAUC(target_k=3, window_width=4, soft_temperature=1e-3), scores, target)
+    soft, policy = run(
+        TAWinWPAUC(target_k=3, window_width=4, soft_temperature=1e-3), scores, target
+    )
     assert policy.beam_widths == [3 - 1 + 4 + 2]  # one more negative to place the lower edge
     # tau -> 0: the window members get the hard advantages, everything else 0.
     for row in range(3):
@@ -231,7 +241,9 @@ def test_rank_aware_reward_values_and_modes(fake_decoding):
     assert rollout.stats["positive_rank"].tolist() == [1, beams]
     torch.testing.assert_close(rollout.advantages, grpo_advantages(rollout.rewards))
 
-    generated, _ = run(RankAwareReward(num_beams=beams, positive_only_if_generated=True), scores, target)
+    generated, _ = run(
+        RankAwareReward(num_beams=beams, positive_only_if_generated=True), scores, target
+    )
     assert generated.rewards[0].tolist() == pytest.approx(in_beam)
     assert generated.items[1].tolist() == ranked_negatives(scores[1], positive)[:4]
     assert (generated.rewards[1] == 0).all() and (generated.advantages[1] == 0).all()
@@ -259,7 +271,10 @@ def test_rollout_completions_follow_the_trie():
         ({"alpha": 0.6, "d": 0.5}, "alpha + d"),
         ({"alpha": 0.1}, "alpha/d"),
         ({}, "alpha/d/target_k/window_width"),
-        ({"alpha": 0.1, "d": 0.1, "target_k": 3, "window_width": 2}, "alpha/d/target_k/window_width"),
+        (
+            {"alpha": 0.1, "d": 0.1, "target_k": 3, "window_width": 2},
+            "alpha/d/target_k/window_width",
+        ),
         ({"target_k": 3}, "target_k/window_width"),
         ({"target_k": 0, "window_width": 2}, "target_k"),
         ({"target_k": 2, "window_width": 0}, "window_width"),
@@ -316,24 +331,15 @@ def test_objectives_instantiate_from_class_path_with_inherited_settings():
 
     parser = ArgumentParser()
     parser.add_argument("--objective", type=Objective)
-    config = parser.parse_args(
-        [
-            "--objective",
-            '{"class_path": "wpauc.objectives.TAWinWPAUC", "init_args": '
-            '{"target_k": 5, "window_width": 3, "beta": 0.1, "epsilon_high": 0.28}}',
-        ]
-    )
-    objective = parser.instantiate_classes(config).objective
+
+    def instantiate(init_args):
+        class_path = {"class_path": "wpauc.objectives.TAWinWPAUC", "init_args": init_args}
+        config = parser.parse_args(["--objective", json.dumps(class_path)])
+        return parser.instantiate(config).objective
+
+    objective = instantiate({"target_k": 5, "window_width": 3, "beta": 0.1, "epsilon_high": 0.28})
     assert isinstance(objective, TAWinWPAUC)
-    assert (objective.target_k, objective.window_width, objective.beta, objective.epsilon_high) == (
-        5,
-        3,
-        0.1,
-        0.28,
-    )
-    with pytest.raises(Exception, match="alpha"):
-        parser.instantiate_classes(
-            parser.parse_args(
-                ["--objective", '{"class_path": "wpauc.objectives.TAWinWPAUC", "init_args": {"alpha": 2.0, "d": 0.1}}']
-            )
-        )
+    settings = (objective.target_k, objective.window_width, objective.beta, objective.epsilon_high)
+    assert settings == (5, 3, 0.1, 0.28)
+    with pytest.raises(ValueError, match="TAWinWPAUC: alpha "):
+        instantiate({"alpha": 2.0, "d": 0.1})

@@ -47,7 +47,10 @@ def test_grpo_loss_gradient_is_the_pairwise_auc_surrogate_gradient(code_length):
     if code_length == 1:
         codes = [[FIRST_CODE_TOKEN + item] for item in range(num_items)]
     else:
-        codes = [[FIRST_CODE_TOKEN + item // 4, FIRST_CODE_TOKEN + 5 + item % 4] for item in range(num_items)]
+        codes = [
+            [FIRST_CODE_TOKEN + item // 4, FIRST_CODE_TOKEN + 5 + item % 4]
+            for item in range(num_items)
+        ]
     trie = ItemTrie.from_codes(codes)
     model = tiny_qwen2()
     generator = torch.Generator().manual_seed(0)
@@ -62,7 +65,9 @@ def test_grpo_loss_gradient_is_the_pairwise_auc_surrogate_gradient(code_length):
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     # The GRPO side runs the training path (shared-prompt group forward); the oracle below
     # runs a plain forward of every prompt + code.
-    logp = completion_logprobs(model, prompts, torch.ones_like(prompts), completions, completion_mask)
+    logp = completion_logprobs(
+        model, prompts, torch.ones_like(prompts), completions, completion_mask
+    )
     loss, _ = objective.loss(logp, None, None, rollout, completion_mask)
     grpo_gradients = torch.autograd.grad(loss, parameters)
 
@@ -74,7 +79,9 @@ def test_grpo_loss_gradient_is_the_pairwise_auc_surrogate_gradient(code_length):
     surrogate_gradients = torch.autograd.grad(surrogate, parameters)
     # The token mean divides a fixed-length code's score by its length L.
     for grpo_gradient, surrogate_gradient in zip(grpo_gradients, surrogate_gradients, strict=True):
-        torch.testing.assert_close(grpo_gradient * code_length, surrogate_gradient, atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(
+            grpo_gradient * code_length, surrogate_gradient, atol=1e-6, rtol=1e-4
+        )
     assert any(gradient.abs().max() > 1e-4 for gradient in surrogate_gradients)
 
 
@@ -134,7 +141,9 @@ def test_policy_negatives_follow_the_sequence_level_softmax(fixed_policy_scores,
     probabilities = torch.zeros(len(scores))
     probabilities[others] = torch.softmax(scores[others] / temperature, -1)
 
-    with_replacement = GRPOAUC(num_negatives=2, sampler="policy", temperature=temperature, replacement=True)
+    with_replacement = GRPOAUC(
+        num_negatives=2, sampler="policy", temperature=temperature, replacement=True
+    )
     rollout = run_sampler(with_replacement, batch, len(scores), positive, seed=3)
     draws = rollout.items[:, 1:].flatten()
     counts = torch.bincount(draws, minlength=len(scores)).double()
@@ -158,7 +167,10 @@ def test_policy_negatives_follow_the_sequence_level_softmax(fixed_policy_scores,
 
 def test_tawin_on_a_tiny_model_takes_the_window_of_the_beam_ranking():
     num_items = 20
-    codes = [[FIRST_CODE_TOKEN + item // 5, FIRST_CODE_TOKEN + 10 + item % 5] for item in range(num_items)]
+    codes = [
+        [FIRST_CODE_TOKEN + item // 5, FIRST_CODE_TOKEN + 10 + item % 5]
+        for item in range(num_items)
+    ]
     trie = ItemTrie.from_codes(codes)
     model = tiny_qwen2(seed=1)
     generator = torch.Generator().manual_seed(5)
@@ -167,10 +179,10 @@ def test_tawin_on_a_tiny_model_takes_the_window_of_the_beam_ranking():
     # Window negative-ranks [2, 6): beam width 7. Positives at beam positions 0, 3 (inside
     # the window: the negatives below it shift up), 6 (last beam) and outside the beam.
     beam_items, _ = wpauc.decoding.constrained_beam_search(model, prompts, mask, trie, 7)
-    exact_order = wpauc.decoding.score_items(model, prompts, mask, trie).argsort(-1, descending=True)
-    target = torch.stack(
-        [beam_items[0, 0], beam_items[1, 3], beam_items[2, 6], exact_order[3, 10]]
+    exact_order = wpauc.decoding.score_items(model, prompts, mask, trie).argsort(
+        -1, descending=True
     )
+    target = torch.stack([beam_items[0, 0], beam_items[1, 3], beam_items[2, 6], exact_order[3, 10]])
 
     rollout = TAWinWPAUC(target_k=3, window_width=4).rollout(model, prompts, mask, target, trie)
     for row in range(4):

@@ -50,7 +50,9 @@ def grpo_advantages(
         advantage 0 exactly, even with `eps=0`.
     """
     if rewards.dim() != 2:
-        raise ValueError(f"grpo_advantages: rewards must be [B, G], got shape {tuple(rewards.shape)}")
+        raise ValueError(
+            f"grpo_advantages: rewards must be [B, G], got shape {tuple(rewards.shape)}"
+        )
     rewards = rewards.float()
     member_weights = torch.ones_like(rewards) if weights is None else weights.float()
     if mask is not None:
@@ -157,7 +159,10 @@ def policy_loss(
     Per token: `-min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)
     + beta * k3_kl(logp, ref_logp)` with `ratio = exp(logp - old_logp)`; then the mean over
     each sequence's valid tokens, then the mean over the valid sequences (members with
-    `member_mask` True and at least one valid token).
+    `member_mask` True and at least one valid token). Because of the token mean, the item
+    score this loss pushes on is length-normalised: `s(i|x) / len(code)`. For fixed-length
+    SID codes that is a constant factor (the AUC reading of section 2 holds as is); for
+    variable-length title codes it is not, and short titles get larger per-token steps.
 
     Args:
         logp: `[B, G, L]` per-token log-probs under the current policy (differentiable).

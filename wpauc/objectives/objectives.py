@@ -16,13 +16,15 @@ when called so tests can substitute them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from wpauc import decoding
+from wpauc.decoding import ItemTrie
 from wpauc.objectives.functional import (
     grpo_advantages,
     policy_loss,
@@ -31,17 +33,15 @@ from wpauc.objectives.functional import (
 )
 from wpauc.objectives.sampling import beam_negatives, sample_negatives
 
-if TYPE_CHECKING:
-    from wpauc.decoding import ItemTrie
-
 
 @dataclass
 class Rollout:
     """The groups of one batch of contexts, with what the loss and the logs need."""
 
     items: Tensor
-    """`[B, G]` long: catalog index of every group member (padding members hold a valid
-    index, the positive's, so gathers never fail)."""
+    """`[B, G]` long: catalog index of every group member. Column 0 is the positive for
+    GRPOAUC, BeamPAUC and TAWinWPAUC; RankAwareReward keeps beam order. Padding members
+    (member_mask False) still hold a valid index so gathers never fail."""
     advantages: Tensor
     """`[B, G]` float: GRPO advantage of every member (0 for padding members)."""
     member_mask: Tensor
@@ -103,7 +103,7 @@ def _group_stats(rewards: Tensor, advantages: Tensor, member_mask: Tensor) -> di
     }
 
 
-class Objective:
+class Objective(ABC):
     """Base class: loss settings, the rollout skeleton and the loss.
 
     Subclasses implement `_build_group`, which picks the members and their rewards.
@@ -184,11 +184,15 @@ class Objective:
             )
         group = self._build_group(policy, input_ids, attention_mask, target, trie, generator)
         advantages = grpo_advantages(
-            group.rewards, scale=self.scale_advantages, mask=group.member_mask, weights=group.weights
+            group.rewards,
+            scale=self.scale_advantages,
+            mask=group.member_mask,
+            weights=group.weights,
         )
         stats = {**group.stats, **_group_stats(group.rewards, advantages, group.member_mask)}
         return Rollout(group.items, advantages, group.member_mask, group.rewards, stats)
 
+    @abstractmethod
     def _build_group(
         self,
         policy: nn.Module,
@@ -198,7 +202,7 @@ class Objective:
         trie: ItemTrie,
         generator: torch.Generator | None,
     ) -> _Group:
-        raise NotImplementedError
+        """Pick each context's members and their rewards (and weights, if any)."""
 
     def loss(
         self,
@@ -254,7 +258,9 @@ class Objective:
         negatives, negative_scores, positive_position = beam_negatives(items, scores, target)
         in_beam = positive_position < width
         beam_position = positive_position.clamp_max(width - 1).unsqueeze(-1)
-        positive_score = torch.where(in_beam, scores.gather(-1, beam_position).squeeze(-1), -torch.inf)
+        positive_score = torch.where(
+            in_beam, scores.gather(-1, beam_position).squeeze(-1), -torch.inf
+        )
         stats = {"positive_in_beam": in_beam.float().mean(), "positive_rank": positive_position}
         return negatives, negative_scores, positive_score, stats
 
@@ -571,7 +577,9 @@ def soft_window_weights(negative_scores: Tensor, lo: int, hi: int, temperature: 
     """
     num_ranked = negative_scores.shape[-1]
     if not 0 <= lo < hi <= num_ranked:
-        raise ValueError(f"soft_window_weights: need 0 <= lo < hi <= {num_ranked}, got [{lo}, {hi})")
+        raise ValueError(
+            f"soft_window_weights: need 0 <= lo < hi <= {num_ranked}, got [{lo}, {hi})"
+        )
     scores = negative_scores.float()
     weights = torch.ones_like(scores)
     if lo > 0:

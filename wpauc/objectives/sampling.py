@@ -36,7 +36,9 @@ def sample_negatives(
     """
     batch, num_items = logits.shape
     if target.shape != (batch,):
-        raise ValueError(f"sample_negatives: target must be [B] = [{batch}], got {tuple(target.shape)}")
+        raise ValueError(
+            f"sample_negatives: target must be [B] = [{batch}], got {tuple(target.shape)}"
+        )
     available = num_items - 1
     if num_negatives < 1 or (not replacement and num_negatives > available):
         raise ValueError(
@@ -49,7 +51,9 @@ def sample_negatives(
     masked[rows, target.to(device)] = -torch.inf
     if replacement:
         probabilities = torch.softmax(masked, dim=-1)
-        drawn = torch.multinomial(probabilities, num_negatives, replacement=True, generator=generator)
+        drawn = torch.multinomial(
+            probabilities, num_negatives, replacement=True, generator=generator
+        )
     else:
         uniform = torch.rand(masked.shape, generator=generator, device=device)
         gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
