@@ -263,3 +263,11 @@ def test_policy_loss_rejects_bad_input():
         policy_loss(logp, None, None, torch.zeros(2, 4), mask)
     with pytest.raises(ValueError, match="token_mask"):
         policy_loss(logp, None, None, torch.zeros(2, 3), mask[..., :2])
+
+
+def test_objectives_import_no_lightning():
+    import subprocess
+    import sys
+
+    check = "import sys, wpauc.objectives; assert 'lightning' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True)
