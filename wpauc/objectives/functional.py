@@ -74,13 +74,14 @@ def grpo_advantages(
     return torch.where(varied & present, centred * member_weights, torch.zeros_like(centred))
 
 
-def _check_window(alpha: float, d: float) -> None:
+def check_window(alpha: float, d: float, owner: str = "window") -> None:
+    """Raise ValueError, naming `owner` and the key, unless 0 <= alpha, 0 < d, alpha + d <= 1."""
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"window: alpha must be in [0, 1], got {alpha}")
+        raise ValueError(f"{owner}: alpha must be in [0, 1], got {alpha}")
     if not 0.0 < d <= 1.0:
-        raise ValueError(f"window: d must be in (0, 1], got {d}")
+        raise ValueError(f"{owner}: d must be in (0, 1], got {d}")
     if alpha + d > 1.0 + RANK_TOLERANCE:
-        raise ValueError(f"window: alpha + d must be <= 1, got alpha={alpha}, d={d}")
+        raise ValueError(f"{owner}: alpha + d must be <= 1, got alpha={alpha}, d={d}")
 
 
 def rank_ceil(fraction: float, num_negatives: int) -> int:
@@ -97,7 +98,7 @@ def window_bounds(num_negatives: int, alpha: float, d: float) -> tuple[int, int]
     """
     if num_negatives < 0:
         raise ValueError(f"window_bounds: num_negatives must be >= 0, got {num_negatives}")
-    _check_window(alpha, d)
+    check_window(alpha, d)
     hi = min(rank_ceil(alpha + d, num_negatives), num_negatives)
     return min(rank_ceil(alpha, num_negatives), hi), hi
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from wpauc import decoding
 from wpauc.decoding import ItemTrie
 from wpauc.objectives.functional import (
+    check_window,
     grpo_advantages,
     policy_loss,
     rank_aware_penalties,
@@ -444,12 +445,7 @@ class TAWinWPAUC(Objective):
         if by_fraction:
             if alpha is None or d is None:
                 raise self._config_error("alpha/d", f"give both, got alpha={alpha}, d={d}")
-            if not 0.0 <= alpha <= 1.0:
-                raise self._config_error("alpha", f"must be in [0, 1], got {alpha}")
-            if not 0.0 < d <= 1.0:
-                raise self._config_error("d", f"must be in (0, 1], got {d}")
-            if alpha + d > 1.0 + 1e-9:
-                raise self._config_error("alpha + d", f"must be <= 1, got {alpha} + {d}")
+            check_window(alpha, d, owner=type(self).__name__)
         else:
             if target_k is None or window_width is None:
                 raise self._config_error(
