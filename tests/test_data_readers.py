@@ -65,7 +65,7 @@ def minionerec_dir(tmp_path) -> Path:
     index = root / "index"
     index.mkdir(parents=True)
     (index / f"{CATEGORY}.index.json").write_text(json.dumps({str(k): v for k, v in SIDS.items()}))
-    items = {str(k): {"title": t, "description": "", "brand": "", "categories": ""} for k, t in TITLES.items()}  # fmt: skip
+    items = {str(k): {"title": t, "description": "", "brand": ""} for k, t in TITLES.items()}
     (index / f"{CATEGORY}.item.json").write_text(json.dumps(items))
     for split, rows in ROWS.items():
         write_csv(root / split / f"{FILE_NAME}.csv", MINIONEREC_COLUMNS,
