@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from wpauc.data.catalog import SPLITS
 from wpauc.data.codecs import read_sid_index
 
 #: Column order of MiniOneRec's CSV files.
@@ -69,8 +70,6 @@ CSV_COLUMNS = (
 )
 #: Review fields the pipeline needs.
 REVIEW_FIELDS = ("reviewerID", "asin", "unixReviewTime")
-#: Split names in file order.
-SPLITS = ("train", "valid", "test")
 
 _YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _HTML_TAG = re.compile(r"<[^>]+>")
@@ -92,10 +91,9 @@ class BadRecordLog:
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, list[str]] = {}
 
-    def add(self, kind: str, path: Path | str, line: int | None, message: str) -> None:
+    def add(self, kind: str, path: Path | str, line: int, message: str) -> None:
         """Record one bad record of ``kind`` found at ``path:line``."""
-        where = f"{path}:{line}" if line is not None else str(path)
-        text = f"{where}: {message}"
+        text = f"{path}:{line}: {message}"
         if self.strict:
             raise ValueError(
                 f"{text} (bad record of kind {kind!r}; drop --strict to count and skip these)"
@@ -119,14 +117,18 @@ class BadRecordLog:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Review:
-    """One review: who, what, when, and where it was read (for messages)."""
+    """One review, reduced to what the pipeline needs."""
 
     user: str
+    """``reviewerID``."""
     asin: str
+    """Amazon item id."""
     time: int
+    """``unixReviewTime`` (seconds)."""
     line: int
+    """Line of the review file it came from (for messages)."""
 
 
 @dataclass(frozen=True)
@@ -134,9 +136,13 @@ class ItemMeta:
     """The metadata fields written to ``item.json``."""
 
     title: str
+    """Cleaned title (the usable-title rule holds)."""
     description: str
+    """Cleaned description text."""
     brand: str
+    """Brand, stripped."""
     categories: str
+    """Categories joined with ``,``."""
 
     def to_dict(self) -> dict[str, str]:
         """The ``item.json`` record."""
@@ -149,13 +155,17 @@ class ItemMeta:
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One (history, next item) pair; item ids index the item table, ``user`` the users."""
+class TimedSample:
+    """One (history, next item) pair with the time of the next item."""
 
     user: int
+    """User number (position in :attr:`PreparedData.users`)."""
     history: tuple[int, ...]
+    """Item ids of the previous items, oldest first."""
     target: int
+    """Item id of the next item."""
     time: int
+    """``unixReviewTime`` of the next item."""
 
 
 @dataclass
@@ -173,7 +183,7 @@ class PreparedData:
     items: list[ItemMeta]
     asins: list[str]
     users: list[str]
-    splits: dict[str, list[Sample]]
+    splits: dict[str, list[TimedSample]]
     stats: dict = field(default_factory=dict)
 
 
@@ -310,20 +320,20 @@ def _clean_categories(raw: object) -> str | None:
 
 def read_metadata(
     path: Path, wanted: set[str], log: BadRecordLog, max_title_words: int = 20
-) -> tuple[dict[str, ItemMeta], dict[str, str], int]:
+) -> tuple[dict[str, ItemMeta], set[str], int]:
     """Metadata of the ``wanted`` asins.
 
     Returns:
         ``(usable, unusable, duplicates)``: ``usable`` maps asin -> :class:`ItemMeta` for
         items with a usable title (a later duplicate record with a usable title replaces an
-        earlier one, as in MiniOneRec); ``unusable`` maps asin -> reason for wanted items
-        whose records all lack a usable title; ``duplicates`` counts records of wanted asins
+        earlier one, as in MiniOneRec); ``unusable`` holds the wanted items whose records all
+        lack a usable title; ``duplicates`` counts records of wanted asins
         seen before. Records without an ``asin`` are logged as ``meta_missing_field``;
         ill-typed brand/categories as ``meta_bad_field`` (the item is kept with that field
         empty).
     """
     usable: dict[str, ItemMeta] = {}
-    unusable: dict[str, str] = {}
+    unusable: set[str] = set()
     duplicates = 0
     for line, record in iter_records(path, log):
         asin = record.get("asin")
@@ -336,13 +346,9 @@ def read_metadata(
         title = clean_title(record.get("title"), max_title_words)
         if title is None:
             if asin not in usable:
-                unusable[asin] = (
-                    "no title"
-                    if record.get("title") is None
-                    else "title fails the usable-title rule"
-                )
+                unusable.add(asin)
             continue
-        unusable.pop(asin, None)
+        unusable.discard(asin)
         brand = record.get("brand", "")
         if not isinstance(brand, str):
             log.add("meta_bad_field", path, line, f"brand of {asin} is not a string: {brand!r}")
@@ -386,7 +392,7 @@ def k_core_filter(reviews: list[Review], k: int) -> tuple[list[Review], int]:
 
 def build_samples(
     reviews: list[Review], max_history: int
-) -> tuple[list[str], list[str], list[Sample]]:
+) -> tuple[list[str], list[str], list[TimedSample]]:
     """Number users and items (module docstring, step 4) and make every (previous
     ``<= max_history`` items, next item) sample, sorted by target time (stable).
 
@@ -404,23 +410,21 @@ def build_samples(
         for position in range(1, len(sequence)):
             history = tuple(sequence[max(0, position - max_history) : position])
             samples.append(
-                Sample(user_number, history, sequence[position], user_reviews[position].time)
+                TimedSample(user_number, history, sequence[position], user_reviews[position].time)
             )
     samples.sort(key=lambda sample: sample.time)
     return list(by_user), list(item_ids), samples
 
 
 def chronological_split(
-    samples: Sequence[Sample], ratios: Sequence[float] = (0.8, 0.1, 0.1)
-) -> dict[str, list[Sample]]:
-    """Cut time-sorted samples into train/valid/test at ``int(r0 n)`` and ``int((r0+r1) n)``."""
-    if len(ratios) != 3 or any(ratio < 0 for ratio in ratios) or abs(sum(ratios) - 1.0) > 1e-9:
-        raise ValueError(
-            f"split ratios must be three non-negative numbers summing to 1, got {tuple(ratios)}"
-        )
+    samples: Sequence[TimedSample], cut_points: tuple[float, float] = (0.8, 0.9)
+) -> dict[str, list[TimedSample]]:
+    """Cut time-sorted samples into train / valid / test at ``int(c0 n)`` and ``int(c1 n)``
+    (the defaults give MiniOneRec's 8:1:1, computed exactly as it does)."""
+    if len(cut_points) != 2 or not 0.0 <= cut_points[0] <= cut_points[1] <= 1.0:
+        raise ValueError(f"cut_points must satisfy 0 <= c0 <= c1 <= 1, got {tuple(cut_points)}")
     total = len(samples)
-    train_end = int(total * ratios[0])
-    valid_end = int(total * (ratios[0] + ratios[1]))
+    train_end, valid_end = int(total * cut_points[0]), int(total * cut_points[1])
     return {
         "train": list(samples[:train_end]),
         "valid": list(samples[train_end:valid_end]),
@@ -436,7 +440,7 @@ def prepare_amazon(
     k_core: int = 5,
     max_history: int = 10,
     max_title_words: int = 20,
-    split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    split_cut_points: tuple[float, float] = (0.8, 0.9),
     log: BadRecordLog | None = None,
 ) -> PreparedData:
     """Run steps 1-5 of the module docstring on one category's raw files.
@@ -449,7 +453,8 @@ def prepare_amazon(
         k_core: minimum number of reviews per user and per item.
         max_history: longest history per sample.
         max_title_words: longest usable title, in space-separated words.
-        split_ratios: train/valid/test fractions of the time-sorted samples.
+        split_cut_points: cumulative fractions of the time-sorted samples where train and
+            valid end.
         log: where bad records go (a fresh non-strict log if ``None``).
 
     Raises:
@@ -503,7 +508,7 @@ def prepare_amazon(
             f"{k_core}-core filtering of {reviews_path} (see the counts: {stats})"
         )
     users, asins, samples = build_samples(reviews, max_history)
-    splits = chronological_split(samples, split_ratios)
+    splits = chronological_split(samples, split_cut_points)
     stats.update(
         users=len(users),
         items=len(asins),
@@ -526,7 +531,7 @@ def _python_list(values: Sequence) -> str:
 
 def write_split_csv(
     path: Path,
-    samples: Sequence[Sample],
+    samples: Sequence[TimedSample],
     titles: Sequence[str],
     sids: Sequence[str],
 ) -> None:
