@@ -89,7 +89,7 @@ class SyntheticSource(RecSource):
     """Seed of the generator; the same seed gives the same world."""
 
     def __post_init__(self) -> None:
-        num_subcategories = self.num_categories * self.subcategories_per_category
+        num_subcategories = self.num_subcategories
         if self.num_categories < 1 or self.subcategories_per_category < 1:
             raise ValueError("num_categories and subcategories_per_category must be >= 1")
         if num_subcategories < 2:
