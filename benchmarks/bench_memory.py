@@ -53,7 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per step")
     parser.add_argument("--seq-len", type=int, default=64, help="tokens per sequence")
     parser.add_argument(
-        "--devices", nargs="+", default=None,
+        "--devices",
+        nargs="+",
+        default=None,
         help="devices to measure (default: cpu, plus cuda when available)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="JSON results file")
@@ -98,14 +100,21 @@ def run_worker(args: argparse.Namespace) -> dict[str, float]:
     configuration = CONFIGURATIONS[args.worker]
     device = torch.device(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, local_files_only=True)
-    code_tokens = [[f"<{chr(97 + level)}_{value}>" for value in range(CODE_VALUES)] for level in range(CODE_LEVELS)]
+    code_tokens = [
+        [f"<{chr(97 + level)}_{value}>" for value in range(CODE_VALUES)]
+        for level in range(CODE_LEVELS)
+    ]
     tokenizer.add_tokens([token for level in code_tokens for token in level])
     generator = torch.Generator().manual_seed(0)
-    item_numbers = torch.randperm(CODE_VALUES**CODE_LEVELS, generator=generator)[:NUM_ITEMS].tolist()
+    item_numbers = torch.randperm(CODE_VALUES**CODE_LEVELS, generator=generator)[
+        :NUM_ITEMS
+    ].tolist()
     item_codes = [
         tokenizer.convert_tokens_to_ids(
-            [code_tokens[level][number // CODE_VALUES ** (CODE_LEVELS - 1 - level) % CODE_VALUES]
-             for level in range(CODE_LEVELS)]
+            [
+                code_tokens[level][number // CODE_VALUES ** (CODE_LEVELS - 1 - level) % CODE_VALUES]
+                for level in range(CODE_LEVELS)
+            ]
         )
         for number in item_numbers
     ]
@@ -117,7 +126,9 @@ def run_worker(args: argparse.Namespace) -> dict[str, float]:
     rss_before_build = reset_peak_rss() if device.type == "cpu" else 0.0
 
     lora = LoraSettings(dropout=0.0) if configuration["use_lora"] else None
-    policy = PretrainedPolicy(str(args.checkpoint), lora=lora).build(tokenizer, item_codes).to(device)
+    policy = (
+        PretrainedPolicy(str(args.checkpoint), lora=lora).build(tokenizer, item_codes).to(device)
+    )
     reference = ReferenceModel(policy, frozen_copy=configuration["frozen_copy"])
     trainable = [parameter for parameter in policy.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
@@ -140,7 +151,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, float]:
         "weights_mib": sum(all_storages.values()) / MIB,
         "reference_extra_mib": sum(
             size for pointer, size in all_storages.items() if pointer not in policy_storages
-        ) / MIB,
+        )
+        / MIB,
         "trainable_mib": sum(p.numel() * p.element_size() for p in trainable) / MIB,
     }
     if device.type == "cuda":
@@ -160,12 +172,19 @@ def main() -> None:
 
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     architecture = TinyQwen2Policy(
-        num_layers=args.num_layers, hidden_size=args.hidden_size, num_heads=args.num_heads,
-        num_kv_heads=args.num_kv_heads, intermediate_size=args.intermediate_size,
-        tie_word_embeddings=False, seed=0,
+        num_layers=args.num_layers,
+        hidden_size=args.hidden_size,
+        num_heads=args.num_heads,
+        num_kv_heads=args.num_kv_heads,
+        intermediate_size=args.intermediate_size,
+        tie_word_embeddings=False,
+        seed=0,
     )
-    settings = {key: value for key, value in vars(args).items()
-                if key not in ("worker", "device", "checkpoint", "devices", "output")}
+    settings = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("worker", "device", "checkpoint", "devices", "output")
+    }
     results: dict = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "settings": {**settings, "code_tokens": CODE_LEVELS * CODE_VALUES, "num_items": NUM_ITEMS},
@@ -179,16 +198,30 @@ def main() -> None:
                 results["machine"]["cuda"] = torch.cuda.get_device_name()
             results["devices"][device] = {}
             for name in CONFIGURATIONS:
-                command = [sys.executable, __file__, "--worker", name, "--device", device,
-                           "--checkpoint", str(checkpoint),
-                           "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    name,
+                    "--device",
+                    device,
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--seq-len",
+                    str(args.seq_len),
+                ]
                 completed = subprocess.run(command, capture_output=True, text=True, check=False)
                 if completed.returncode != 0:
                     raise RuntimeError(f"{name} on {device} failed:\n{completed.stderr[-3000:]}")
                 figures = json.loads(completed.stdout.strip().splitlines()[-1])
                 results["devices"][device][name] = figures
-                print(f"{device:5s} {name:27s} " + "  ".join(
-                    f"{key} {value:9.1f}" for key, value in figures.items()), flush=True)
+                print(
+                    f"{device:5s} {name:27s} "
+                    + "  ".join(f"{key} {value:9.1f}" for key, value in figures.items()),
+                    flush=True,
+                )
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -37,7 +37,9 @@ def code_tokenizer() -> PreTrainedTokenizerFast:
 def sid_codes(tokenizer: PreTrainedTokenizerFast) -> list[list[int]]:
     """Five 3-token SID codes that use every code token at least once."""
     values = [(0, 0, 0), (1, 2, 3), (2, 1, 0), (3, 3, 1), (0, 3, 2)]
-    return [tokenizer.convert_tokens_to_ids([f"<a_{a}>", f"<b_{b}>", f"<c_{c}>"]) for a, b, c in values]
+    return [
+        tokenizer.convert_tokens_to_ids([f"<a_{a}>", f"<b_{b}>", f"<c_{c}>"]) for a, b, c in values
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +55,17 @@ def item_codes(tokenizer) -> list[list[int]]:
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
 def checkpoint(request, tmp_path_factory) -> Path:
     """A random 'pretrained' checkpoint whose tokenizer lacks the code tokens."""
-    architecture = TinyQwen2Policy(**CHECKPOINT_ARCHITECTURE, tie_word_embeddings=request.param, seed=0)
+    architecture = TinyQwen2Policy(
+        **CHECKPOINT_ARCHITECTURE, tie_word_embeddings=request.param, seed=0
+    )
     return save_random_checkpoint(tmp_path_factory.mktemp("checkpoint"), NUM_WORDS, architecture)
 
 
 def prompt_ids(item_codes: list[list[int]]) -> torch.Tensor:
     """A batch of two prompts: a bos, two words and two item codes each."""
-    return torch.tensor([[2, 5, 6, *item_codes[0], *item_codes[1]], [2, 7, 8, *item_codes[2], *item_codes[3]]])
+    return torch.tensor(
+        [[2, 5, 6, *item_codes[0], *item_codes[1]], [2, 7, 8, *item_codes[2], *item_codes[3]]]
+    )
 
 
 def perturb_adapter(policy: torch.nn.Module) -> None:
@@ -84,7 +90,9 @@ def test_tiny_policy_vocabulary_shapes_and_special_ids(tokenizer, item_codes):
     assert model.config._attn_implementation == "sdpa"
     assert model.dtype == torch.float32
     assert (model.config.pad_token_id, model.config.bos_token_id, model.config.eos_token_id) == (
-        tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
     )
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id
     logits = model(input_ids=prompt_ids(item_codes)).logits
@@ -159,7 +167,10 @@ def test_lora_trains_only_adapter_and_code_token_rows(checkpoint, tokenizer, ite
     lora_names = [name for name in trainable if ".lora_" in name]
     token_names = [name for name in trainable if "trainable_tokens_delta" in name]
     assert sorted(lora_names + token_names) == sorted(trainable)
-    assert {name.split(".self_attn.")[1].split(".")[0] for name in lora_names} == {"q_proj", "v_proj"}
+    assert {name.split(".self_attn.")[1].split(".")[0] for name in lora_names} == {
+        "q_proj",
+        "v_proj",
+    }
     assert len(lora_names) == NUM_LAYERS * 2 * 2  # layers x modules x (A, B)
     assert len(token_names) == (1 if tied else 2)  # tied lm_head rows follow the embedding's
 
@@ -177,12 +188,16 @@ def test_lora_trains_only_adapter_and_code_token_rows(checkpoint, tokenizer, ite
 def test_lora_with_embeddings_needs_item_codes(checkpoint, tokenizer):
     with pytest.raises(ValueError, match="lora.train_embeddings"):
         PretrainedPolicy(str(checkpoint), lora=LoraSettings()).build(tokenizer)
-    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(train_embeddings=False)).build(tokenizer)
+    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(train_embeddings=False)).build(
+        tokenizer
+    )
     assert not any("trainable_tokens" in name for name, _ in policy.named_parameters())
 
 
 def test_lora_with_gradient_checkpointing_backpropagates(checkpoint, tokenizer, item_codes):
-    builder = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0), gradient_checkpointing=True)
+    builder = PretrainedPolicy(
+        str(checkpoint), lora=LoraSettings(dropout=0.0), gradient_checkpointing=True
+    )
     policy = builder.build(tokenizer, item_codes)
     policy.train()
     policy(input_ids=prompt_ids(item_codes)).logits.sum().backward()
@@ -228,7 +243,9 @@ def test_lora_reference_is_the_base_model_without_copy(checkpoint, tokenizer, it
     torch.manual_seed(0)
     base = PretrainedPolicy(str(checkpoint)).build(tokenizer, item_codes).eval()
     torch.manual_seed(0)
-    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(tokenizer, item_codes)
+    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(
+        tokenizer, item_codes
+    )
     storages_before = {p.data_ptr() for p in policy.parameters()}
     reference = ReferenceModel(policy)
     perturb_adapter(policy)
@@ -249,7 +266,9 @@ def test_lora_reference_is_the_base_model_without_copy(checkpoint, tokenizer, it
 
 
 def test_lora_reference_can_keep_the_adapter_as_a_frozen_copy(checkpoint, tokenizer, item_codes):
-    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(tokenizer, item_codes)
+    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(
+        tokenizer, item_codes
+    )
     perturb_adapter(policy)  # stands for an SFT-trained adapter the reference should keep
     ids = prompt_ids(item_codes)
     policy.eval()
@@ -304,7 +323,9 @@ def test_frozen_copy_is_separate_frozen_and_follows_dtype(tokenizer, item_codes)
     with reference.activated() as reference_model:
         assert reference_model.dtype == torch.float64
         ids = prompt_ids(item_codes)
-        torch.testing.assert_close(reference_model(input_ids=ids).logits, policy(input_ids=ids).logits)
+        torch.testing.assert_close(
+            reference_model(input_ids=ids).logits, policy(input_ids=ids).logits
+        )
 
 
 def test_refresh_takes_the_policy_current_weights(tokenizer, item_codes):
@@ -331,12 +352,17 @@ def test_reference_supports_kv_cache_calls(checkpoint, tokenizer, item_codes, us
     with reference.activated() as model:
         full = model(input_ids=ids, attention_mask=attention_mask, position_ids=positions).logits
         prefix = model(
-            input_ids=ids[:, :-1], attention_mask=attention_mask[:, :-1],
-            position_ids=positions[:, :-1], use_cache=True,
+            input_ids=ids[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
         )
         last = model(
-            input_ids=ids[:, -1:], attention_mask=attention_mask, position_ids=positions[:, -1:],
-            past_key_values=prefix.past_key_values, use_cache=True,
+            input_ids=ids[:, -1:],
+            attention_mask=attention_mask,
+            position_ids=positions[:, -1:],
+            past_key_values=prefix.past_key_values,
+            use_cache=True,
         ).logits
     torch.testing.assert_close(last[:, 0], full[:, -1], rtol=1e-5, atol=1e-5)
 
@@ -354,7 +380,9 @@ class _PolicyModule(L.LightningModule):
 def test_reference_stays_out_of_lightning_parameters_and_checkpoints(tokenizer, item_codes):
     policy = TinyQwen2Policy(seed=0).build(tokenizer, item_codes)
     module = _PolicyModule(policy)
-    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in policy.parameters())
+    assert sum(p.numel() for p in module.parameters()) == sum(
+        p.numel() for p in policy.parameters()
+    )
     assert set(module.state_dict()) == {f"policy.{name}" for name in policy.state_dict()}
 
 
@@ -368,7 +396,9 @@ def test_check_vocabulary_accepts_covering_model(tokenizer, item_codes):
 
 def test_check_vocabulary_model_lacking_code_tokens(tokenizer, item_codes):
     model = TinyQwen2Policy(seed=0).build(word_level_tokenizer(NUM_WORDS))
-    with pytest.raises(ValueError, match=r"model's vocabulary lacks the code tokens: item_codes\[0\]"):
+    with pytest.raises(
+        ValueError, match=r"model's vocabulary lacks the code tokens: item_codes\[0\]"
+    ):
         check_vocabulary(model, tokenizer, item_codes)
     with pytest.raises(ValueError, match="tokenizer lacks the code tokens"):  # build checks too
         TinyQwen2Policy(seed=0).build(word_level_tokenizer(NUM_WORDS), item_codes)
@@ -377,7 +407,9 @@ def test_check_vocabulary_model_lacking_code_tokens(tokenizer, item_codes):
 def test_check_vocabulary_tokenizer_lacking_code_tokens(tokenizer, item_codes):
     model = TinyQwen2Policy(seed=0).build(tokenizer)
     beyond = [*item_codes, [len(tokenizer)]]
-    with pytest.raises(ValueError, match=rf"tokenizer lacks the code tokens: item_codes\[5\].*{len(tokenizer)}"):
+    with pytest.raises(
+        ValueError, match=rf"tokenizer lacks the code tokens: item_codes\[5\].*{len(tokenizer)}"
+    ):
         check_vocabulary(model, tokenizer, beyond)
     unknown = [*item_codes, tokenizer.convert_tokens_to_ids(["<a_1>", "<z_9>"])]
     with pytest.raises(ValueError, match=r"item_codes\[5\].*unknown token '<unk>'"):

@@ -96,7 +96,7 @@ class PretrainedPolicy:
     lora: LoraSettings | None = None
     """LoRA adapter settings; None trains all weights."""
     quantization: Literal["4bit", "8bit"] | None = None
-    """Load the frozen base weights in 4-bit (NF4) or 8-bit via bitsandbytes (needs CUDA and lora)."""
+    """Load the frozen base weights in 4-bit (NF4) or 8-bit with bitsandbytes (needs CUDA, lora)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Dtype of the loaded weights; "auto" keeps the checkpoint's."""
     attn_implementation: str | None = None
@@ -138,13 +138,17 @@ class PretrainedPolicy:
                 "lora.train_embeddings needs the item codes to know which embedding rows to "
                 "train: pass item_codes to build(), or set lora.train_embeddings: false"
             )
-        load_kwargs: dict = {"dtype": self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)}
+        load_kwargs: dict = {
+            "dtype": self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
+        }
         if self.attn_implementation is not None:
             load_kwargs["attn_implementation"] = self.attn_implementation
         if self.quantization is not None:
             load_kwargs["quantization_config"] = self._bitsandbytes_config()
             load_kwargs["device_map"] = {"": torch.cuda.current_device()}
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, local_files_only=True, **load_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            checkpoint, local_files_only=True, **load_kwargs
+        )
 
         # Only grow: checkpoints such as Qwen2's pad their matrices beyond the tokenizer, and
         # rows past len(tokenizer) are harmless. New rows start at the old rows' mean.
@@ -161,7 +165,9 @@ class PretrainedPolicy:
                 gradient_checkpointing_kwargs=GRADIENT_CHECKPOINTING_KWARGS,
             )
         elif self.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=GRADIENT_CHECKPOINTING_KWARGS)
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs=GRADIENT_CHECKPOINTING_KWARGS
+            )
         if self.lora is None:
             return model
         code_token_ids = [token for code in item_codes or () for token in code]

@@ -16,7 +16,9 @@ def word_level_tokenizer(num_words: int) -> PreTrainedTokenizerFast:
     words w0 ... w{num_words-1}; code tokens are added to it as to a pretrained tokenizer."""
     vocabulary = list(SPECIAL_TOKENS.values()) + [f"w{index}" for index in range(num_words)]
     backend = Tokenizer(
-        models.WordLevel({token: index for index, token in enumerate(vocabulary)}, unk_token="<unk>")
+        models.WordLevel(
+            {token: index for index, token in enumerate(vocabulary)}, unk_token="<unk>"
+        )
     )
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, padding_side="left", **SPECIAL_TOKENS)

@@ -48,7 +48,9 @@ class ReferenceModel:
                 f"got a {type(policy).__name__}"
             )
         self._policy = policy
-        self._copies_weights = frozen_copy if frozen_copy is not None else not isinstance(policy, PeftModel)
+        self._copies_weights = (
+            frozen_copy if frozen_copy is not None else not isinstance(policy, PeftModel)
+        )
         self._frozen_copy: nn.Module | None = None
         self.refresh()
 
