@@ -340,6 +340,21 @@ def test_gzipped_inputs_give_identical_output(prepared, tmp_path):
         assert (tmp_path / "out" / relative).read_bytes() == (output / relative).read_bytes()
 
 
+def test_truncated_gzip_and_undecodable_lines_are_reported(prepared, tmp_path):
+    raw, _, _ = prepared
+    packed = gzip.compress(raw.reviews.read_bytes())
+    truncated = tmp_path / "reviews.json.gz"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(ValueError, match=r"reviews.json.gz: unreadable after line \d+"):
+        prepare_amazon(truncated, raw.meta)
+    latin = tmp_path / "reviews.json"
+    latin.write_bytes(raw.reviews.read_bytes() + b'{"reviewerID": "caf\xe9"}\n')
+    log = BadRecordLog()
+    prepare_amazon(latin, raw.meta, log=log)
+    assert log.counts["malformed_line"] == EXPECTED_BAD["malformed_line"] + 1
+    assert any("not UTF-8" in example for example in log.examples["malformed_line"])
+
+
 def test_strict_mode_stops_at_the_first_bad_record_with_its_location(prepared, tmp_path):
     raw, _, _ = prepared
     argv = ["--reviews", str(raw.reviews), "--meta", str(raw.meta), "--category", CATEGORY]

@@ -211,25 +211,36 @@ def iter_records(path: Path, log: BadRecordLog) -> Iterator[tuple[int, dict]]:
         raise FileNotFoundError(f"input file not found: {path}")
     with path.open("rb") as probe:
         is_gzip = probe.read(2) == _GZIP_MAGIC
-    with gzip.open(path, "rb") if is_gzip else path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                log.add("malformed_line", path, line_number, f"not UTF-8 ({err.reason})")
-                continue
-            record = _parse_line(text)
-            if not isinstance(record, dict):
-                log.add(
-                    "malformed_line",
-                    path,
-                    line_number,
-                    f"not a JSON object or Python dict: {text[:80].strip()!r}",
-                )
-                continue
-            yield line_number, record
+    line_number = 0
+    try:
+        with gzip.open(path, "rb") if is_gzip else path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                record = _decode_line(raw, path, line_number, log)
+                if record is not None:
+                    yield line_number, record
+    except (OSError, EOFError) as err:  # truncated or corrupt gzip stream
+        raise ValueError(f"{path}: unreadable after line {line_number}: {err}") from err
+
+
+def _decode_line(raw: bytes, path: Path, line_number: int, log: BadRecordLog) -> dict | None:
+    """The record on one raw line; ``None`` for a blank line or a logged malformed one."""
+    if not raw.strip():
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        log.add("malformed_line", path, line_number, f"not UTF-8 ({err.reason})")
+        return None
+    record = _parse_line(text)
+    if not isinstance(record, dict):
+        log.add(
+            "malformed_line",
+            path,
+            line_number,
+            f"not a JSON object or Python dict: {text[:80].strip()!r}",
+        )
+        return None
+    return record
 
 
 def _parse_line(text: str) -> object:
