@@ -29,7 +29,6 @@ from wpauc.data.amazon_raw import (
     load_sid_tokens,
     prepare_amazon,
     split_file_stem,
-    write_item_json,
     write_minionerec_layout,
     write_sid_index,
 )
@@ -255,8 +254,7 @@ def _prepare_amazon(args: argparse.Namespace, existing_index: Path) -> int:
         tokens, report["sids"] = _make_sids(item_texts(items, args.text_fields.split(",")), args)
     else:
         source = args.sid_index or existing_index
-        # the existing index must belong to this item table: write it first, then check ids
-        write_item_json(args.output_dir / "index" / f"{args.category}.item.json", data.items)
+        print(f"using the SIDs in {source}")
         tokens = load_sid_tokens(source, len(data.items))
         report["sids"] = {"source": str(source)}
     stem = split_file_stem(args.category, args.k_core, args.start, args.end)

@@ -600,8 +600,8 @@ def load_sid_tokens(path: Path, num_items: int) -> list[list[str]]:
         stray = sorted(set(index) ^ set(range(num_items)))[:5]
         raise ValueError(
             f"{path}: SID index must cover item ids 0..{num_items - 1} exactly "
-            f"(has {len(index)} ids; mismatched ids include {stray}); "
-            "rebuild it for this item table"
+            f"(has {len(index)} ids; mismatched ids include {stray}); rebuild it for this item "
+            "table (wpauc-prepare-amazon --items-only, then wpauc-build-sids)"
         )
     return [list(index[item]) for item in range(num_items)]
 
