@@ -294,10 +294,13 @@ def embed_texts(
     model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
     if max_length is None:
         max_length = _default_max_length(path, tokenizer, model)
-    batches = []
-    for start in range(0, len(texts), batch_size):
+    # batch texts of similar length together so little compute goes to padding
+    order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+    embeddings = torch.empty(len(texts), model.config.hidden_size)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
         encoded = tokenizer(
-            list(texts[start : start + batch_size]),
+            [texts[index] for index in batch],
             padding=True,
             truncation=True,
             max_length=max_length,
@@ -306,7 +309,5 @@ def embed_texts(
         hidden = model(**encoded).last_hidden_state
         mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        batches.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
-    if not batches:
-        return torch.empty(0, model.config.hidden_size)
-    return torch.cat(batches)
+        embeddings[batch] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
+    return embeddings
