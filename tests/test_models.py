@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from wpauc.models import (
     LoraSettings,
+    PolicyBuilder,
     PretrainedPolicy,
     ReferenceModel,
     TinyQwen2Policy,
@@ -416,3 +417,34 @@ def test_check_vocabulary_tokenizer_lacking_code_tokens(tokenizer, item_codes):
         check_vocabulary(model, tokenizer, unknown)
     with pytest.raises(ValueError, match="item_codes is empty"):
         check_vocabulary(model, tokenizer, [])
+
+
+# ---- configuration by class_path --------------------------------------------------------
+
+
+def test_builders_are_chosen_by_class_path_in_yaml():
+    from jsonargparse import ArgumentParser
+
+    def takes_policy(policy: PolicyBuilder) -> PolicyBuilder:
+        """Stands for a LightningModule argument.
+
+        Args:
+            policy: the policy builder.
+        """
+        return policy
+
+    parser = ArgumentParser()
+    parser.add_function_arguments(takes_policy, "model")
+    yaml_text = """
+model:
+  policy:
+    class_path: wpauc.models.PretrainedPolicy
+    init_args: {path: /checkpoints/qwen, lora: {r: 16, target_modules: [q_proj]}, dtype: bfloat16}
+"""
+    policy = parser.instantiate(parser.parse_string(yaml_text)).model.policy
+    assert policy == PretrainedPolicy(
+        "/checkpoints/qwen", lora=LoraSettings(r=16, target_modules=["q_proj"]), dtype="bfloat16"
+    )
+    yaml_text = "model: {policy: {class_path: wpauc.models.TinyQwen2Policy, init_args: {seed: 3}}}"
+    policy = parser.instantiate(parser.parse_string(yaml_text)).model.policy
+    assert policy == TinyQwen2Policy(seed=3) and isinstance(policy, PolicyBuilder)

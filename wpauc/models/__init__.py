@@ -2,11 +2,12 @@
 pretrained local checkpoint with optional LoRA and 4/8-bit loading, the frozen reference,
 and the vocabulary check that the policy covers every item code.
 
-Builders are chosen by `class_path` in YAML and share one method:
+Builders are chosen by `class_path` in YAML and share one method (`PolicyBuilder`):
 `build(tokenizer, item_codes=None) -> model`.
 """
 
 from wpauc.models.pretrained import LoraSettings, PretrainedPolicy
+from wpauc.models.protocol import PolicyBuilder
 from wpauc.models.random_checkpoint import save_random_checkpoint, word_level_tokenizer
 from wpauc.models.reference import ReferenceModel
 from wpauc.models.tiny import TinyQwen2Policy
@@ -14,6 +15,7 @@ from wpauc.models.vocabulary import check_vocabulary, embedding_rows, set_specia
 
 __all__ = [
     "LoraSettings",
+    "PolicyBuilder",
     "PretrainedPolicy",
     "ReferenceModel",
     "TinyQwen2Policy",

@@ -5,11 +5,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     PreTrainedTokenizerBase,
     Qwen2Config,
-    Qwen2ForCausalLM,
 )
 
 from wpauc.models.vocabulary import check_vocabulary, set_special_token_ids
@@ -83,8 +83,8 @@ class TinyQwen2Policy:
         self,
         tokenizer: PreTrainedTokenizerBase,
         item_codes: Sequence[Sequence[int]] | None = None,
-    ) -> Qwen2ForCausalLM:
-        """A new randomly initialised float32 model for `tokenizer`; when `item_codes` (token ids
+    ) -> nn.Module:
+        """A new randomly initialised float32 `Qwen2ForCausalLM` for `tokenizer`; when `item_codes` (token ids
         per item) are given, checks that the vocabulary covers them."""
         config = self.config(tokenizer)
         # fork_rng keeps a seeded build from disturbing the caller's RNG stream
