@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import pytest
 import torch
 from jsonargparse import ArgumentParser
-from torch.utils.data import DistributedSampler
 
 from wpauc.data import (
     CodeOnlyTemplate,
@@ -84,7 +83,11 @@ def test_collate_pads_variable_length_codes_on_the_right():
 
 def train_order(module: RecDataModule, epochs: int = 2) -> list[list[int]]:
     loader = module.train_dataloader()
-    return [torch.cat([b["sample_index"] for b in loader]).tolist() for _ in range(epochs)]
+    orders = []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)  # as Lightning does at every epoch start
+        orders.append(torch.cat([b["sample_index"] for b in loader]).tolist())
+    return orders
 
 
 def test_training_order_is_seeded():
@@ -92,20 +95,6 @@ def test_training_order_is_seeded():
     assert first == train_order(make_module(batch_size=16, seed=3))
     assert first[0] != first[1]  # a new permutation each epoch
     assert first != train_order(make_module(batch_size=16, seed=4))
-
-
-def test_training_loader_accepts_lightning_distributed_sampler():
-    from lightning.pytorch.utilities.data import _update_dataloader
-
-    module = make_module(batch_size=8)
-    loader = module.train_dataloader()
-    shards = []
-    for rank in range(2):
-        sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=rank, seed=0)
-        ranked = _update_dataloader(loader, sampler)
-        shards.append(torch.cat([b["sample_index"] for b in ranked]).tolist())
-    assert len(shards[0]) == len(shards[1])
-    assert set(shards[0]) | set(shards[1]) == set(range(len(module.data.train)))
 
 
 def test_evaluation_subset_is_seeded_sorted_and_shared_by_test_and_predict():

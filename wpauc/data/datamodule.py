@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from wpauc.data.catalog import SPLITS, Catalog, RecData, Sample
+from wpauc.data.sampling import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
 from wpauc.data.codecs import ItemCodec, SIDCodec
 from wpauc.data.readers import RecSource
 from wpauc.data.templates import CodeOnlyTemplate, PromptTemplate
@@ -276,25 +277,40 @@ class RecDataModule(LightningDataModule):
     def _collator(self) -> PromptCollator:
         return PromptCollator(self.item_codes, self.tokenizer.pad_token_id)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+    def _loader(self, split: str, batch_size: int, sampler, loader_class=DataLoader) -> DataLoader:
+        return loader_class(
             self.dataset(split),
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=sampler,
             collate_fn=self._collator(),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
+    def _training_progress(self) -> tuple[int, int]:
+        """(epoch, batches finished in it) from the trainer, for mid-epoch resume."""
+        if self.trainer is None:
+            return 0, 0
+        fit_loop = self.trainer.fit_loop
+        return fit_loop.epoch_progress.current.completed, fit_loop.epoch_loop.batch_progress.current.processed
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        """Seeded shuffled global batches, identical under DDP and resumable mid-epoch."""
+        sampler = GlobalBatchSampler(len(self.dataset("train")), self.batch_size, seed=self.seed)
+        loader = self._loader("train", self.batch_size, sampler, ResumableDataLoader)
+        loader.progress = self._training_progress
+        return loader
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", self.eval_batch_size, shuffle=False)
+        return self._eval_loader("valid")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        # Unpadded shards: every evaluation sample is counted exactly once under DDP.
+        sampler = EvalShardSampler(len(self.dataset(split)))
+        return self._loader(split, self.eval_batch_size, sampler)
