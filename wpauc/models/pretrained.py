@@ -41,8 +41,9 @@ class LoraSettings:
     )
     """Names (suffixes) of the linear layers that get an adapter."""
     train_embeddings: bool = True
-    """Train the embedding and lm_head rows of the code tokens (needed when the code tokens
-    were added to the tokenizer: their rows start untrained)."""
+    """Train the embedding and lm_head rows of every token id in the item codes (needed for
+    code tokens added to the tokenizer, whose rows start untrained; with title codes this
+    means the title words' rows)."""
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -151,7 +152,8 @@ class PretrainedPolicy:
         )
 
         # Only grow: checkpoints such as Qwen2's pad their matrices beyond the tokenizer, and
-        # rows past len(tokenizer) are harmless. New rows start at the old rows' mean.
+        # rows past len(tokenizer) are harmless. New rows are drawn around the old rows' mean
+        # (transformers' mean_resizing), so new tokens start with ordinary logits.
         if len(tokenizer) > embedding_rows(model):
             model.resize_token_embeddings(len(tokenizer))
         set_special_token_ids(model, tokenizer)
