@@ -71,6 +71,25 @@ class ReferenceModel:
             parameter.grad = None
         self._frozen_copy = frozen_copy.eval()
 
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The frozen copy's weights (None when the reference shares the policy's weights).
+
+        Checkpoints need them when the reference was refreshed during the run (SFT then RL
+        in one run): rebuilding the policy from its config would not give them back."""
+        return None if self._frozen_copy is None else self._frozen_copy.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
+        """Restore the frozen copy's weights saved by :meth:`state_dict`."""
+        if (state is None) != (self._frozen_copy is None):
+            raise ValueError(
+                "reference checkpoint mismatch: the checkpoint "
+                + ("has no" if state is None else "has a")
+                + " frozen-copy reference but this run "
+                + ("keeps one" if self._frozen_copy is not None else "shares the policy's weights")
+            )
+        if state is not None:
+            self._frozen_copy.load_state_dict(state)
+
     @contextmanager
     def activated(self) -> Iterator[nn.Module]:
         """Yield a module to call like the policy (`input_ids`, `attention_mask`,

@@ -1,0 +1,362 @@
+"""The LightningModule: supervised fine-tuning, then RL with a swappable objective.
+
+The module orchestrates; the maths lives elsewhere: item scores and log-probs in
+:mod:`wpauc.decoding`, losses and rollouts in :mod:`wpauc.objectives`, ranking metrics in
+:mod:`wpauc.metrics`. One run can do both stages: the first ``sft_epochs`` epochs are
+supervised (next-item NLL of the target code), the rest optimise ``objective``; with no
+objective every epoch is SFT. An RL-only run starts from an SFT checkpoint (``init_from``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from wpauc.decoding import ItemTrie, completion_logprobs, constrained_beam_search, score_items
+from wpauc.metrics import RankingMetrics, positive_ranks
+from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
+from wpauc.objectives import Objective
+
+#: Score given to items outside the returned beams under the beam protocol: finite (metrics
+#: reject non-finite scores) and below every log-probability a model can produce.
+_OUTSIDE_BEAM_SCORE = -1.0e9
+
+
+def _default_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+
+
+class RecommenderModule(L.LightningModule):
+    """A causal-LM recommender trained by SFT and then by an RL ranking objective.
+
+    Args:
+        policy: Builds the policy from the data module's tokenizer (a tiny Qwen2 from a
+            config, or a pretrained model from a local path with optional LoRA / 4-bit).
+        objective: The RL objective (GRPO/AUC, beam-PAUC, TAWin-WPAUC, rank-aware reward);
+            ``None`` trains by SFT only.
+        sft_epochs: With an objective, the number of leading SFT epochs before RL starts.
+        rl_learning_rate: Learning rate set on every parameter group when RL starts (the
+            optimizer's moments are reset then too); ``None`` keeps the SFT learning rate.
+        optimizer: Optimizer factory over the trainable parameters.
+        scheduler: Optional learning-rate scheduler factory, stepped once per optimizer step.
+        gradient_clip_val: Max global gradient norm per update (``None`` disables clipping).
+            Clipping is done here, not by the Trainer, because updates are manual (RL reuses
+            one rollout for ``num_iterations`` updates).
+        init_from: Checkpoint whose policy weights initialise this run (e.g. the SFT run's
+            ``last.ckpt`` for an RL run); optimizer state is not taken from it.
+        eval_protocol: ``"exact"`` ranks the whole catalog by exact item scores;
+            ``"beam"`` ranks only the top ``eval_num_beams`` beams, as MiniOneRec and ReRe
+            report (HR@K and NDCG@K only; AUC and WPAUC need the full ranking).
+        eval_num_beams: Beam width of the beam protocol and of ``predict``.
+        eval_top_k: The K of the reported HR@K and NDCG@K.
+        eval_windows: FPR windows ``(alpha, d)`` of the reported WPAUC values.
+        renormalize: Score items by log-probs renormalised over the allowed continuations
+            at each step instead of raw log-probs (evaluation and prediction).
+        seed: Seed of the RL rollouts' randomness (negative sampling), combined with the
+            global step and the process rank so runs are reproducible and resume exactly.
+    """
+
+    def __init__(
+        self,
+        policy: PolicyBuilder | None = None,
+        objective: Objective | None = None,
+        sft_epochs: int = 0,
+        rl_learning_rate: float | None = None,
+        optimizer: OptimizerCallable = _default_optimizer,
+        scheduler: LRSchedulerCallable | None = None,
+        gradient_clip_val: float | None = 1.0,
+        init_from: str | None = None,
+        eval_protocol: str = "exact",
+        eval_num_beams: int = 20,
+        eval_top_k: Sequence[int] = (1, 3, 5, 10, 20),
+        eval_windows: Sequence[tuple[float, float]] = ((0.0, 0.01), (0.0, 0.05)),
+        renormalize: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if eval_protocol not in ("exact", "beam"):
+            raise ValueError(f"model.eval_protocol must be 'exact' or 'beam', got {eval_protocol!r}")
+        if sft_epochs < 0:
+            raise ValueError(f"model.sft_epochs must be >= 0, got {sft_epochs}")
+        if eval_protocol == "beam" and max(eval_top_k) > eval_num_beams:
+            raise ValueError(
+                f"model.eval_top_k holds K={max(eval_top_k)} > model.eval_num_beams={eval_num_beams}:"
+                " the beam protocol cannot rank past its beams"
+            )
+        self.save_hyperparameters(ignore=["policy", "objective", "optimizer", "scheduler"])
+        self.policy_builder = policy if policy is not None else TinyQwen2Policy()
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.automatic_optimization = False
+        self.policy: torch.nn.Module | None = None
+        self.reference = None
+        self.trie: ItemTrie | None = None
+        windows = [tuple(w) for w in eval_windows]
+        self.val_metrics = RankingMetrics(top_k=list(eval_top_k), windows=windows, prefix="val/")
+        self.test_metrics = RankingMetrics(top_k=list(eval_top_k), windows=windows, prefix="test/")
+
+    # ------------------------------------------------------------------ building
+    def build(self, datamodule) -> None:
+        """Build policy, reference and trie from a set-up data module (idempotent).
+
+        Lightning calls this through :meth:`configure_model`; notebooks call it directly.
+        """
+        if self.policy is not None:
+            return
+        datamodule.setup("fit")
+        self.policy = self.policy_builder.build(datamodule.tokenizer, datamodule.item_codes)
+        self.trie = ItemTrie.from_codes(datamodule.item_codes)
+        if self.hparams.init_from:
+            self._load_policy_weights(self.hparams.init_from)
+        if self.objective is not None and self.objective.beta > 0:
+            self.reference = ReferenceModel(self.policy)
+
+    def configure_model(self) -> None:
+        self.build(self.trainer.datamodule)
+
+    def _load_policy_weights(self, path: str) -> None:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"model.init_from: no checkpoint at {path}") from error
+        prefix = "policy."
+        state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        if not state:
+            raise ValueError(f"model.init_from: {path} holds no policy weights (no 'policy.*' keys)")
+        missing, unexpected = self.policy.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"model.init_from: {path} does not match the configured policy"
+                f" (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.reference is not None:
+            checkpoint["reference_state_dict"] = self.reference.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.reference is not None and "reference_state_dict" in checkpoint:
+            self.reference.load_state_dict(checkpoint["reference_state_dict"])
+
+    def on_fit_start(self) -> None:
+        self.trie = self.trie.to(self.device)
+
+    def on_validation_start(self) -> None:
+        self.trie = self.trie.to(self.device)
+
+    def on_test_start(self) -> None:
+        self.trie = self.trie.to(self.device)
+
+    def on_predict_start(self) -> None:
+        self.trie = self.trie.to(self.device)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+    @property
+    def in_rl_stage(self) -> bool:
+        return self.objective is not None and self.current_epoch >= self.hparams.sft_epochs
+
+    def on_train_epoch_start(self) -> None:
+        rl_starts_now = (
+            self.objective is not None
+            and self.hparams.sft_epochs > 0
+            and self.current_epoch == self.hparams.sft_epochs
+        )
+        if rl_starts_now:
+            if self.reference is not None:
+                self.reference.refresh()  # the reference of RL is the SFT-trained policy
+            optimizer = self.optimizers().optimizer
+            optimizer.state.clear()
+            if self.hparams.rl_learning_rate is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = self.hparams.rl_learning_rate
+
+    def _update(self, loss: torch.Tensor) -> None:
+        """One optimizer step on ``loss`` (clip, step, schedule)."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    f"non-finite {name} ({value.detach().float().flatten()[:4].tolist()}) at global step"
+                    f" {self.global_step} (epoch {self.current_epoch}); stopping before the update"
+                )
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self.in_rl_stage:
+            self._rl_step(batch)
+        else:
+            self._sft_step(batch)
+
+    def _sft_step(self, batch: dict[str, torch.Tensor]) -> None:
+        code = batch["target_code"][:, None, :]
+        code_mask = batch["target_code_mask"][:, None, :]
+        logp = completion_logprobs(self.policy, batch["input_ids"], batch["attention_mask"], code, code_mask)
+        loss = -(logp * code_mask).sum() / code_mask.sum()
+        self._check_finite({"sft/loss": loss})
+        self._update(loss)
+        self.log("train/sft_loss", loss, prog_bar=True, batch_size=code.shape[0])
+
+    def _rollout_generator(self) -> torch.Generator:
+        # Keyed by seed, step and rank: reproducible and resumable without saving RNG state.
+        key = (self.hparams.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank
+        return torch.Generator(device="cpu").manual_seed(key)
+
+    def _rl_step(self, batch: dict[str, torch.Tensor]) -> None:
+        objective = self.objective
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        rollout = objective.rollout(
+            self.policy,
+            input_ids,
+            attention_mask,
+            batch["target"],
+            self.trie,
+            generator=self._rollout_generator(),
+        )
+        completions, token_mask = rollout.completions(self.trie)
+
+        ref_logp = None
+        if self.reference is not None:
+            with torch.no_grad(), self.reference.activated() as reference:
+                ref_logp = completion_logprobs(reference, input_ids, attention_mask, completions, token_mask)
+        old_logp = None
+        if objective.num_iterations > 1:
+            with torch.no_grad():
+                old_logp = completion_logprobs(self.policy, input_ids, attention_mask, completions, token_mask)
+
+        for _ in range(objective.num_iterations):
+            logp = completion_logprobs(self.policy, input_ids, attention_mask, completions, token_mask)
+            loss, stats = objective.loss(
+                logp, old_logp if old_logp is not None else logp.detach(), ref_logp, rollout, token_mask
+            )
+            self._check_finite({"rl/loss": loss, **{f"rl/{k}": v for k, v in stats.items()}})
+            self._update(loss)
+
+        batch_size = input_ids.shape[0]
+        self.log("train/rl_loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in {**stats, **rollout.stats}.items():
+            if value.ndim == 0:
+                self.log(f"train/{name}", value, batch_size=batch_size)
+        if "positive_rank" in rollout.stats:
+            self._log_histogram("train/positive_rank_in_rollout", rollout.stats["positive_rank"])
+
+    # ------------------------------------------------------------------ evaluation
+    def _ranking_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, N] scores that rank the catalog under the configured protocol."""
+        renormalize = self.hparams.renormalize
+        if self.hparams.eval_protocol == "exact":
+            return score_items(
+                self.policy, batch["input_ids"], batch["attention_mask"], self.trie, renormalize=renormalize
+            )
+        items, scores = constrained_beam_search(
+            self.policy,
+            batch["input_ids"],
+            batch["attention_mask"],
+            self.trie,
+            self.hparams.eval_num_beams,
+            renormalize=renormalize,
+        )
+        full = scores.new_full((items.shape[0], self.trie.num_items), _OUTSIDE_BEAM_SCORE)
+        return full.scatter_(1, items, scores)
+
+    def _evaluation_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
+        scores = self._ranking_scores(batch).float()
+        metrics.update(scores, batch["target"])
+        # ge = negatives scoring at least the positive: its 0-based rank, ties against it.
+        self._eval_ranks.append(positive_ranks(scores, batch["target"]).ge.cpu())
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_ranks: list[torch.Tensor] = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, self.test_metrics)
+
+    def _end_evaluation(self, metrics: RankingMetrics, stage: str) -> None:
+        values = metrics.compute()
+        metrics.reset()
+        if self.hparams.eval_protocol == "beam":
+            values = {k: v for k, v in values.items() if "/hr@" in k or "/ndcg@" in k}
+        self.log_dict(values, sync_dist=False)  # already synced: sum states
+        if self._eval_ranks:
+            self._log_histogram(f"{stage}/positive_rank", torch.cat(self._eval_ranks))
+        self._log_hit_rate_figure(values, stage)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_evaluation(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation(self.test_metrics, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Top ``eval_num_beams`` recommendations per context by constrained beam search."""
+        items, scores = constrained_beam_search(
+            self.policy,
+            batch["input_ids"],
+            batch["attention_mask"],
+            self.trie,
+            self.hparams.eval_num_beams,
+            renormalize=self.hparams.renormalize,
+        )
+        return {"sample_index": batch["sample_index"], "items": items, "scores": scores}
+
+    # ------------------------------------------------------------------ TensorBoard extras
+    def _tensorboard(self):
+        from torch.utils.tensorboard import SummaryWriter
+
+        for logger in self.loggers:
+            if isinstance(getattr(logger, "experiment", None), SummaryWriter):
+                return logger.experiment
+        return None
+
+    def _log_histogram(self, tag: str, values: torch.Tensor) -> None:
+        writer = self._tensorboard()
+        if writer is not None and self.trainer.is_global_zero and values.numel():
+            writer.add_histogram(tag, values.float().cpu(), self.global_step)
+
+    def _log_hit_rate_figure(self, values: dict[str, torch.Tensor], stage: str) -> None:
+        writer = self._tensorboard()
+        if writer is None or not self.trainer.is_global_zero:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ks = sorted(self.hparams.eval_top_k)
+        figure, axis = plt.subplots(figsize=(4, 3))
+        for name in ("hr", "ndcg"):
+            axis.plot(ks, [float(values[f"{stage}/{name}@{k}"]) for k in ks], marker="o", label=name.upper())
+        axis.set_xscale("log")
+        axis.set_xlabel("K")
+        axis.set_ylabel("metric@K")
+        axis.set_title(f"{stage}: HR@K and NDCG@K")
+        axis.legend()
+        figure.tight_layout()
+        writer.add_figure(f"{stage}/metrics_at_k", figure, self.global_step, close=True)
+
