@@ -121,20 +121,28 @@ def write_raw_files(directory: Path, seed: int = 0) -> RawFiles:
     return RawFiles(reviews, meta, [(u, a, t) for u, a, t in clean], titles, bad_lines)
 
 
-def oracle_samples(
-    raw: RawFiles, k: int = 5, max_history: int = 10
-) -> list[tuple[str, tuple[str, ...], str, int]]:
-    """Brute force: (user, history asins, target asin, time) of every sample, by time."""
+def oracle_k_core(raw: RawFiles, k: int = 5) -> tuple[list[tuple[str, str, int]], int]:
+    """Brute force: the k-core of the usable in-window reviews and the number of passes
+    (the last pass removes nothing)."""
     kept = [
         r for r in raw.clean_reviews if WINDOW_START <= r[2] <= WINDOW_END and r[1] in raw.titles
     ]
+    passes = 0
     while True:
+        passes += 1
         users, items = Counter(r[0] for r in kept), Counter(r[1] for r in kept)
         low_users = {u for u, c in users.items() if c < k}
         low_items = {i for i, c in items.items() if c < k}
         if not low_users and not low_items:
-            break
+            return kept, passes
         kept = [r for r in kept if r[0] not in low_users and r[1] not in low_items]
+
+
+def oracle_samples(
+    raw: RawFiles, k: int = 5, max_history: int = 10
+) -> list[tuple[str, tuple[str, ...], str, int]]:
+    """Brute force: (user, history asins, target asin, time) of every sample, by time."""
+    kept, _ = oracle_k_core(raw, k)
     sequences = defaultdict(list)
     for user, asin, time in sorted(kept, key=lambda r: r[2]):
         sequences[user].append((asin, time))
@@ -271,10 +279,8 @@ def test_bad_records_and_filters_are_reported(prepared):
     assert report["bad_records"]["counts"] == EXPECTED_BAD
     assert report["bad_records"]["total"] == sum(EXPECTED_BAD.values())
     examples = " ".join(report["bad_records"]["examples"]["review_missing_field"])
-    assert (
-        f"{raw.reviews}:{raw.bad_review_lines[3]}" in examples
-        or f"{raw.reviews}:{raw.bad_review_lines[4]}" in examples
-    )
+    assert f"{raw.reviews}:{raw.bad_review_lines[3]}: missing field(s) unixReviewTime" in examples
+    assert f"{raw.reviews}:{raw.bad_review_lines[4]}: missing field(s) asin" in examples
     stats = report["stats"]
     in_window = [r for r in raw.clean_reviews if WINDOW_START <= r[2] <= WINDOW_END]
     assert stats["reviews_read"] == len(raw.clean_reviews)
@@ -288,10 +294,21 @@ def test_bad_records_and_filters_are_reported(prepared):
         == 3
     )
     assert stats["duplicate_metadata_records"] == 1
+    usable = [r for r in in_window if r[1] in raw.titles]
+    assert stats["users_before_k_core"] == len({r[0] for r in usable})
+    assert stats["items_before_k_core"] == len({r[1] for r in usable})
     expected = oracle_samples(raw)
     assert stats["samples"] == len(expected)
     assert stats["users"] == len({s[0] for s in expected})
+    assert stats["items"] == len({asin for s in expected for asin in (*s[1], s[2])})
     assert stats["reviews_after_k_core"] == len(expected) + stats["users"]
+    assert stats["k_core_rounds"] == oracle_k_core(raw)[1]
+    total = len(expected)
+    assert [stats[f"{split}_samples"] for split in ("train", "valid", "test")] == [
+        int(0.8 * total),
+        int(0.9 * total) - int(0.8 * total),
+        total - int(0.9 * total),
+    ]
 
 
 def test_item_json_fields(prepared):

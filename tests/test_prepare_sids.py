@@ -207,6 +207,7 @@ def test_one_command_and_two_stage_give_the_same_layout(tiny_encoder, tmp_path):
     assert report["sids"]["items"] == len(items)
     shared = sum(count for count in Counter(map(tuple, index.values())).values() if count > 1)
     assert report["sids"]["items_with_shared_sid"] == shared
+    assert report["sids"]["max_items_per_sid"] == max(Counter(map(tuple, index.values())).values())
 
     two = tmp_path / "two"
     assert prepare_amazon_main([*base, "--output-dir", str(two), "--items-only"]) == 0
