@@ -1,0 +1,198 @@
+"""The LightningModule and the CLI on a tiny synthetic world: SFT then RL end to end, what
+reaches TensorBoard, validation metrics against an independent oracle, exact mid-epoch
+resume, and clear errors for non-finite losses and bad objective settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from wpauc.cli import run_cli
+from wpauc.objectives import Objective
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
+
+#: A world small enough for a few seconds per run: 64 items, 3-token SIDs.
+TINY_WORLD = [
+    "--data.source.init_args.num_items=64",
+    "--data.source.init_args.num_users=48",
+    "--data.source.init_args.num_categories=2",
+    "--data.source.init_args.subcategories_per_category=4",
+    "--data.batch_size=8",
+    "--data.eval_batch_size=16",
+    "--data.max_eval_samples=32",
+    "--model.policy.init_args.hidden_size=32",
+    "--model.policy.init_args.intermediate_size=64",
+    "--model.eval_windows=[[0.0, 0.1], [0.05, 0.1]]",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
+]
+
+
+def tiny_args(tmp_path: Path, *extra: str, subcommand: str = "fit") -> list[str]:
+    return [
+        subcommand,
+        f"--config={QUICKSTART}",
+        *TINY_WORLD,
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        # TAWin on a 63-negative catalog: window ranks [2, 5), beam width 6
+        "--model.objective.init_args.target_k=3",
+        "--model.objective.init_args.window_width=3",
+        *extra,
+    ]
+
+
+def read_events(root: Path) -> EventAccumulator:
+    """Everything the run's TensorBoard logger wrote (all event files of its version folder)."""
+    (run_dir,) = {path.parent for path in root.rglob("events.out.tfevents.*")}
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_sft_then_rl_logs_losses_rollout_stats_metrics_histogram_and_figure(tmp_path):
+    cli = run_cli(
+        tiny_args(
+            tmp_path,
+            "--trainer.max_epochs=2",
+            "--model.sft_epochs=1",
+            "--trainer.limit_train_batches=3",
+            "--model.objective.init_args.beta=0.04",
+        )
+    )
+    events = read_events(tmp_path)
+    scalars = set(events.Tags()["scalars"])
+    for tag in (
+        "train/sft_loss",
+        "train/rl_loss",
+        "train/kl",
+        "train/clip_ratio",
+        "train/adv_mean",
+        "train/adv_std",
+        "train/positive_in_beam",
+        "val/hr@10",
+        "val/ndcg@10",
+        "val/auc",
+        "val/wpauc@[0,0.1]",
+        "test/hr@1",
+        "test/ndcg@20",
+        "test/wpauc@[0.05,0.15]",
+    ):
+        assert tag in scalars, tag
+    assert "val/positive_rank" in events.Tags()["histograms"]
+    assert "train/positive_rank_in_rollout" in events.Tags()["histograms"]
+    assert "val/metrics_at_k" in events.Tags()["images"]
+    assert cli.trainer.global_step == 6  # 3 SFT steps, then 3 RL steps
+
+
+def brute_force_scores(policy, batch, item_codes) -> torch.Tensor:
+    """[B, N] item scores by teacher forcing each item separately (no trie, no cache)."""
+    rows = []
+    for prompt, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True):
+        prompt = prompt[mask.bool()]
+        row = []
+        for code in item_codes:
+            ids = torch.cat([prompt, torch.tensor(code)])[None]
+            logits = policy(input_ids=ids).logits[0, len(prompt) - 1 : -1].log_softmax(-1)
+            row.append(logits.gather(-1, torch.tensor(code)[:, None]).sum())
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+def test_validation_auc_and_hit_rate_match_sklearn_on_brute_force_scores(tmp_path):
+    cli = run_cli(tiny_args(tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--test_after_fit=false"))
+    module, datamodule = cli.model, cli.datamodule
+    results = cli.trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    policy = module.policy.eval()
+    aucs, hits = [], []
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            scores = brute_force_scores(policy, batch, datamodule.item_codes).numpy()
+            for row, target in zip(scores, batch["target"].tolist(), strict=True):
+                labels = np.zeros(len(row))
+                labels[target] = 1
+                aucs.append(roc_auc_score(labels, row))
+                hits.append(float((np.delete(row, target) >= row[target]).sum() < 10))
+    assert results["val/auc"] == pytest.approx(np.mean(aucs), abs=1e-5)
+    assert results["val/hr@10"] == pytest.approx(np.mean(hits), abs=1e-6)
+
+
+def test_beam_protocol_reports_only_hit_rate_and_ndcg(tmp_path):
+    cli = run_cli(
+        tiny_args(
+            tmp_path,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--model.eval_protocol=beam",
+            "--model.eval_num_beams=20",
+        )
+    )
+    logged = cli.trainer.callback_metrics
+    assert "test/hr@10" in logged and "test/auc" not in logged
+
+
+def final_weights(cli) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in cli.model.policy.state_dict().items()}
+
+
+def test_rl_resumes_mid_epoch_exactly_like_the_uninterrupted_run(tmp_path):
+    rl = [
+        "--model.sft_epochs=0",
+        "--model.objective=wpauc.objectives.GRPOAUC",  # random negatives: the generator must resume too
+        "--model.objective.init_args.num_negatives=4",
+        "--model.objective.init_args.beta=0.04",
+        "--model.objective.init_args.num_iterations=2",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=4",
+        "--trainer.limit_val_batches=1",
+        "--test_after_fit=false",
+    ]
+    checkpoint_every_step = [
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.every_n_train_steps=1",
+        "--trainer.callbacks.save_top_k=-1",
+        "--trainer.callbacks.filename={step}",
+        "--trainer.callbacks.monitor=null",
+    ]
+    straight = run_cli(tiny_args(tmp_path / "straight", *rl, *checkpoint_every_step))
+    # Two optimizer steps per batch (num_iterations=2): step 10 is epoch 1 after batch 1 of 4.
+    mid_epoch = next((tmp_path / "straight").rglob("step=10.ckpt"))
+    resumed = run_cli(tiny_args(tmp_path / "resumed", *rl, f"--ckpt_path={mid_epoch}"))
+    assert resumed.trainer.global_step == straight.trainer.global_step == 16
+    expected, actual = final_weights(straight), final_weights(resumed)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_non_finite_loss_names_the_step_and_the_term(tmp_path, monkeypatch):
+    real_loss = Objective.loss
+
+    def poisoned(self, *args, **kwargs):
+        loss, stats = real_loss(self, *args, **kwargs)
+        return loss, {**stats, "kl": torch.tensor(float("nan"))}
+
+    monkeypatch.setattr(Objective, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"non-finite rl/kl .* global step 0"):
+        run_cli(tiny_args(tmp_path, "--model.sft_epochs=0", "--trainer.max_epochs=1"))
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("--model.objective.init_args.target_k=0", "target_k"),
+        ("--model.objective.init_args.epsilon=1.5", "epsilon"),
+        ("--model.eval_protocol=sampled", "eval_protocol"),
+    ],
+)
+def test_invalid_settings_fail_at_config_time_naming_the_key(tmp_path, override, key):
+    with pytest.raises((ValueError, SystemExit)) as error:
+        run_cli(tiny_args(tmp_path, override, "--trainer.max_epochs=1", subcommand="fit"))
+    assert key in str(error.value) or error.type is SystemExit
