@@ -259,9 +259,10 @@ def test_beam_search_equals_reference_beam_search(catalog, renormalize, num_beam
 
 
 @pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renormalized"])
-def test_full_width_beam_search_ranks_the_whole_catalog(renormalize):
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_full_width_beam_search_ranks_the_whole_catalog(attn_implementation, renormalize):
     """With as many beams as items nothing is pruned: the beam is the exact ranking."""
-    model = tiny_model()
+    model = tiny_model(attn_implementation)
     codes = title_codes(25, seed=4)
     trie = ItemTrie.from_codes(codes)
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
@@ -293,9 +294,23 @@ def test_score_items_equals_teacher_forcing(catalog, renormalize, attn_implement
     trie = ItemTrie.from_codes(codes)
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS[:3])
     expected = brute_force_scores(model, input_ids, attention_mask, codes, renormalize)
-    for max_rows in (None, 5):  # one chunk per depth, and chunks that cut across prompts
-        scores = score_items(model, input_ids, attention_mask, trie, renormalize=renormalize, max_rows=max_rows)
+    for chunk_nodes in (None, 3):  # one chunk per depth, and many chunks per depth
+        scores = score_items(model, input_ids, attention_mask, trie, renormalize=renormalize, chunk_nodes=chunk_nodes)
         torch.testing.assert_close(scores, expected)
+
+
+def test_single_token_codes_score_and_rank_by_the_prompt_logits():
+    """Codes of one token: the scores are the prompt's next-token log-probs, the beam their top-k."""
+    model = tiny_model()
+    codes = [[3], [17], [5], [30]]
+    trie = ItemTrie.from_codes(codes)
+    input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
+    expected = brute_force_scores(model, input_ids, attention_mask, codes, renormalize=False)
+    torch.testing.assert_close(score_items(model, input_ids, attention_mask, trie), expected)
+    items, scores = constrained_beam_search(model, input_ids, attention_mask, trie, 3)
+    top = expected.topk(3, dim=1)
+    assert torch.equal(items, top.indices)
+    torch.testing.assert_close(scores, top.values)
 
 
 def test_renormalized_scores_are_a_distribution_over_the_catalog():
@@ -335,6 +350,13 @@ def test_bad_prompts_and_models_raise(function):
     big_token_trie = ItemTrie.from_codes([[1, 2, 3], [1, 2, VOCAB_SIZE + 5]])
     with pytest.raises(ValueError, match=f"token id {VOCAB_SIZE + 5}.*only {VOCAB_SIZE} tokens"):
         _call(function, model, input_ids, attention_mask, big_token_trie, num_beams=2)
+
+
+def test_score_items_rejects_a_non_positive_chunk():
+    input_ids, attention_mask = left_padded_prompts([4, 2])
+    trie = ItemTrie.from_codes(sid_codes(10, seed=8))
+    with pytest.raises(ValueError, match="chunk_nodes=0 must be positive"):
+        score_items(tiny_model(), input_ids, attention_mask, trie, chunk_nodes=0)
 
 
 @pytest.mark.parametrize("num_beams", [0, 11])

@@ -6,13 +6,13 @@ import torch
 from torch import Tensor, nn
 
 from wpauc.decoding.shared_prefix import (
-    KeyValues,
     check_fits_model,
     check_prompts,
     edge_log_probs,
     encode_prompts,
     eval_mode,
-    forward_branches,
+    prompt_visibility,
+    tree_forward,
 )
 from wpauc.decoding.trie import ItemTrie, concat_ranges
 
@@ -27,12 +27,16 @@ def constrained_beam_search(
 ) -> tuple[Tensor, Tensor]:
     """The ``num_beams`` best items per prompt found by beam search restricted to the trie.
 
-    Each prompt is encoded once; every step then runs all ``B * num_beams`` beams as one batch of
-    single tokens on the prompt cache, and picks the next beams among all allowed continuations
-    with tensor operations only. A beam whose code is complete (a leaf) is finished: it keeps its
-    score and competes with the running beams until the end (extending a prefix can only lower its
-    score). For fixed-length codes and raw scores this is Hugging Face beam search
-    (``generate(num_beams=num_beams, length_penalty=0.0, prefix_allowed_tokens_fn=...)``).
+    Each prompt is encoded once. Every step then runs the ``num_beams`` new tokens of a prompt as
+one row on its cache, each token attending to the prompt, its own beam's earlier tokens and
+itself (tree attention: the cache only grows by ``num_beams`` tokens a step and is never
+reordered or copied per beam), and picks the next beams among all allowed continuations with
+tensor operations only. A beam whose code is complete (a leaf) is finished: it keeps its score
+and competes with the running beams until the end (extending a prefix can only lower its
+score). For fixed-length codes and raw scores this is Hugging Face beam search
+(``generate(num_beams=num_beams, length_penalty=0.0, prefix_allowed_tokens_fn=...)``).
+Attention per step covers ``T + step * num_beams`` keys per beam, so very wide beams over long
+codes cost quadratically more attention.
 
     Args:
         model: a Hugging Face causal LM whose vocabulary holds the code tokens.
@@ -52,26 +56,30 @@ def constrained_beam_search(
     lengths = check_prompts(input_ids, attention_mask)
     check_fits_model(model, lengths, trie.max_code_length, trie.max_token_id)
     trie = trie.to(input_ids.device)
-    batch_size = input_ids.shape[0]
-    beam_prompt = torch.arange(batch_size, device=input_ids.device).repeat_interleave(num_beams)
+    batch_size, prompt_width = input_ids.shape
     with torch.no_grad(), eval_mode(model):
         prompts = encode_prompts(model, input_ids, attention_mask)
         logits = prompts.last_logits
         nodes = torch.zeros(batch_size, 1, dtype=torch.long, device=input_ids.device)
         scores = torch.zeros(batch_size, 1, device=input_ids.device)
-        ancestors: KeyValues | None = None
+        # cache positions of each beam's generated tokens, oldest first
+        beam_slots = torch.zeros(batch_size, 1, 0, dtype=torch.long, device=input_ids.device)
+        new_slots = torch.arange(num_beams, device=input_ids.device)
         for step in range(trie.max_code_length):
             nodes, scores, parents = _select_beams(trie, logits, nodes, scores, num_beams, renormalize)
             finished = trie.is_leaf(nodes) | scores.isneginf()
             if step + 1 == trie.max_code_length or bool(finished.all()):
                 break
-            if ancestors is not None:
-                ancestors = ([keys[parents] for keys in ancestors[0]], [values[parents] for values in ancestors[1]])
+            cached = prompt_width + step * num_beams
+            inherited = beam_slots.flatten(0, 1)[parents].view(batch_size, num_beams, step)
+            beam_slots = torch.cat([inherited, (cached + new_slots)[None, :, None].expand(batch_size, -1, -1)], dim=2)
+            visible = torch.zeros(batch_size, num_beams, cached + num_beams, dtype=torch.bool, device=input_ids.device)
+            visible[:, :, :prompt_width] = prompt_visibility(prompts, num_beams)
+            visible.scatter_(2, beam_slots, True)
             # finished beams run a dummy token too (the batch stays rectangular); it is never used
-            tokens = trie.node_token[nodes].clamp(min=0).view(-1, 1)
-            logits, new = forward_branches(model, prompts, beam_prompt, ancestors, tokens)
-            logits = logits[:, -1]
-            ancestors = new if ancestors is None else _append(ancestors, new)
+            tokens = trie.node_token[nodes].clamp(min=0)
+            positions = (prompts.lengths[:, None] + step).expand(batch_size, num_beams)
+            logits = tree_forward(model, prompts.cache, tokens, positions, visible).flatten(0, 1)
     return trie.node_item[nodes], scores
 
 
@@ -116,11 +124,3 @@ def _select_beams(
     first_beam_of_prompt = torch.arange(batch_size, device=beam.device)[:, None] * old_beams
     parents = torch.where(chosen == padding, first_beam_of_prompt, torch.cat([beam, root])[chosen])
     return new_nodes, top_scores, parents.flatten()
-
-
-def _append(cache: KeyValues, new: KeyValues) -> KeyValues:
-    """Per-layer concatenation of ``new`` after ``cache`` along the sequence."""
-    return (
-        [torch.cat([old, added], dim=2) for old, added in zip(cache[0], new[0])],
-        [torch.cat([old, added], dim=2) for old, added in zip(cache[1], new[1])],
-    )

@@ -6,7 +6,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from wpauc.decoding.shared_prefix import check_fits_model, check_prompts, encode_prompts, forward_branches
+from wpauc.decoding.shared_prefix import (
+    check_fits_model,
+    check_prompts,
+    encode_prompts,
+    prompt_visibility,
+    tree_forward,
+)
 
 
 def completion_logprobs(
@@ -18,8 +24,9 @@ def completion_logprobs(
 ) -> Tensor:
     """``[B, G, L]`` log-probability of every completion token given its prompt and its earlier tokens.
 
-    The prompts go through the model once; the ``B * G`` completions then run on copies of their
-    prompt's cache, so gradients from all G members flow back through the one prompt encoding.
+    The prompts go through the model once; then all G completions of a prompt run as one row on
+    its cache (tree attention: each token sees the prompt and its own completion's earlier
+    tokens), so gradients from all G members flow back through the one prompt encoding.
     The result equals (values and gradients) the forward of every ``prompt + completion``
     separately. The model's train/eval mode is left as it is; call under ``torch.no_grad()`` for
     a reference model.
@@ -54,13 +61,18 @@ def completion_logprobs(
     prompts = encode_prompts(model, input_ids, attention_mask)
     log_probs = [_picked_log_probs(prompts.last_logits, tokens[:, :, 0]).unsqueeze(-1)]  # [B, G, 1]
     if length > 1:
-        flat_tokens = tokens.view(batch_size * group_size, length)
-        member_prompt = torch.arange(batch_size, device=tokens.device).repeat_interleave(group_size)
-        logits, _ = forward_branches(model, prompts, member_prompt, None, flat_tokens[:, :-1])
-        following = _picked_log_probs(logits, flat_tokens[:, 1:, None]).squeeze(-1)
-        log_probs.append(following.view(batch_size, group_size, length - 1))
+        # row b holds the first L - 1 tokens of its G completions one after another
+        fed = length - 1
+        inputs = tokens[:, :, :-1].reshape(batch_size, group_size * fed)
+        offsets = torch.arange(fed, device=tokens.device).repeat(group_size)
+        own_earlier = torch.block_diag(*[torch.ones(fed, fed, dtype=torch.bool, device=tokens.device).tril()] * group_size)
+        visible = torch.cat(
+            [prompt_visibility(prompts, group_size * fed), own_earlier.expand(batch_size, -1, -1)], dim=2
+        )
+        logits = tree_forward(model, prompts.cache, inputs, prompts.lengths[:, None] + offsets, visible)
+        following = _picked_log_probs(logits.view(batch_size, group_size, fed, -1), tokens[:, :, 1:, None])
+        log_probs.append(following.squeeze(-1))
     return torch.cat(log_probs, dim=2).masked_fill(~completion_mask, 0.0)
-
 
 def _picked_log_probs(logits: Tensor, index: Tensor) -> Tensor:
     """``log_softmax(logits, -1).gather(-1, index)`` without materialising the whole log-softmax."""

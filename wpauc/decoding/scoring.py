@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 from wpauc.decoding.shared_prefix import (
     EncodedPrompts,
+    cache_from,
     check_fits_model,
     check_prompts,
     edge_log_probs,
     encode_prompts,
     eval_mode,
-    forward_branches,
+    prompt_visibility,
+    tree_forward,
 )
 from wpauc.decoding.trie import ItemTrie
 
-_CHUNK_ELEMENTS = 2**25
-"""Default memory budget of one forward chunk, in tensor elements (logits or branch cache per row)."""
+_CHUNK_ELEMENTS = 2**24
+"""Memory budget of one forward, in elements of its logits (``B * nodes * V``)."""
+_MAX_CHUNK_NODES = 128
+"""Default cap on the nodes per forward: each node attends over the whole chunk (tree
+attention), so bigger chunks cost attention while smaller ones cost per-call overhead."""
 
 
 def score_items(
@@ -26,18 +32,19 @@ def score_items(
     attention_mask: Tensor,
     trie: ItemTrie,
     renormalize: bool = False,
-    max_rows: int | None = None,
+    chunk_nodes: int | None = None,
 ) -> Tensor:
     """``[B, N]`` score of every item for every prompt: the summed log-probabilities of its code.
 
-    The trie is walked depth by depth. Every inner node of depth d >= 1 is run once per prompt as
-    a single token on top of the prompt cache and its d - 1 ancestors' cached keys/values (kept
-    from the earlier depths), and its logits score all its children at once. The root's children
-    are scored by the prompt's last logits. So the model runs ``#inner nodes`` tokens per prompt,
-    not ``N * code length``.
+    The trie is walked depth by depth. Every inner node of depth d >= 1 runs once per prompt as a
+    single token on the prompt cache, attending to the prompt, to its d - 1 ancestors (whose
+    keys/values were kept from the earlier depths) and to itself; its logits score all its
+    children at once. The root's children are scored by the prompt's last logits. So the model
+    runs ``#inner nodes`` tokens per prompt instead of ``N * code length``, and never recomputes
+    the prompt. A chunk of nodes of one depth is one forward of ``B`` rows (tree attention).
 
-    Memory: the cache of every inner node for every prompt is kept until the end
-    (``B * #inner nodes`` tokens' keys/values); forwards are chunked to ``max_rows`` rows.
+    Memory: the keys/values of every inner node for every prompt are kept until the end
+    (``B * #inner nodes`` tokens of cache).
 
     Args:
         model: a Hugging Face causal LM whose vocabulary holds the code tokens.
@@ -45,55 +52,82 @@ def score_items(
         attention_mask: ``[B, T]`` 1 for prompt tokens, 0 for left padding.
         trie: the catalog's codes.
         renormalize: normalise each step over the allowed continuations instead of the vocabulary.
-        max_rows: (prompt, node) rows per forward; default: as many as fit a budget of about
-            2**25 elements of logits or cache per chunk.
+        chunk_nodes: trie nodes per forward; default: 128, fewer where ``B * nodes * V`` logits
+            would exceed 2**24 elements.
 
     Returns:
         ``[B, N]`` float32 scores, column i for catalog item i.
     """
     lengths = check_prompts(input_ids, attention_mask)
     check_fits_model(model, lengths, trie.max_code_length, trie.max_token_id)
-    if max_rows is not None and max_rows < 1:
-        raise ValueError(f"max_rows={max_rows} must be positive")
+    if chunk_nodes is not None and chunk_nodes < 1:
+        raise ValueError(f"chunk_nodes={chunk_nodes} must be positive")
     trie = trie.to(input_ids.device)
     batch_size, device = input_ids.shape[0], input_ids.device
     with torch.no_grad(), eval_mode(model):
         prompts = encode_prompts(model, input_ids, attention_mask)
-        rows = max_rows or _default_rows(prompts, trie.max_code_length)
+        chunk_nodes = chunk_nodes or _default_chunk_nodes(prompts)
         node_scores = torch.zeros(batch_size, trie.num_nodes, device=device)
         all_prompts = torch.arange(batch_size, device=device)
         _score_children(trie, node_scores, all_prompts, torch.zeros_like(all_prompts), prompts.last_logits, renormalize)
 
         inner = ~trie.is_leaf(torch.arange(trie.num_nodes, device=device))
-        inner[0] = False  # the root's "cache" is the prompt itself
-        inner_index = inner.long().cumsum(0) - 1  # row of each inner node in the node cache
-        num_inner = int(inner.sum())
-        node_keys = [keys.new_empty(batch_size, num_inner, keys.shape[1], keys.shape[3]) for keys in prompts.keys]
-        node_values = [values.new_empty(batch_size, num_inner, values.shape[1], values.shape[3]) for values in prompts.values]
+        inner[0] = False  # the root's cache is the prompt itself
+        inner_nodes = inner.nonzero().flatten()
+        inner_index = inner.long().cumsum(0) - 1  # column of each inner node in the node cache
+        # [B, kv_heads, #inner, head_dim] per layer: the keys/values of every inner node
+        node_keys = [keys.new_empty(*keys.shape[:2], len(inner_nodes), keys.shape[3]) for keys in prompts.keys]
+        node_values = [values.new_empty(*values.shape[:2], len(inner_nodes), values.shape[3]) for values in prompts.values]
 
         for depth in range(1, trie.max_code_length):
-            level = torch.arange(int(trie.level_offsets[depth]), int(trie.level_offsets[depth + 1]), device=device)
-            level = level[inner[level]]
-            ancestors = _ancestors(trie, level, depth - 1)  # [nodes, depth - 1], shallowest first
-            num_pairs = batch_size * level.numel()
-            for start in range(0, num_pairs, rows):
-                pair = torch.arange(start, min(start + rows, num_pairs), device=device)
-                prompt, local = pair // level.numel(), pair % level.numel()
-                nodes = level[local]
-                ancestor_rows = inner_index[ancestors[local]]
-                cached = None
-                if depth > 1:
-                    cached = (
-                        [keys[prompt[:, None], ancestor_rows].transpose(1, 2) for keys in node_keys],
-                        [values[prompt[:, None], ancestor_rows].transpose(1, 2) for values in node_values],
-                    )
-                logits, (new_keys, new_values) = forward_branches(
-                    model, prompts, prompt, cached, trie.node_token[nodes, None]
-                )
-                for store, new in zip(node_keys + node_values, new_keys + new_values):
-                    store[prompt, inner_index[nodes]] = new[:, :, 0]
-                _score_children(trie, node_scores, prompt, nodes, logits[:, 0], renormalize)
+            level = inner_nodes[trie.node_depth[inner_nodes] == depth]
+            for start in range(0, len(level), chunk_nodes):
+                nodes = level[start : start + chunk_nodes]
+                cache, visible = _chunk_cache(model, prompts, trie, nodes, depth, inner_index, node_keys, node_values)
+                tokens = trie.node_token[nodes].expand(batch_size, -1)
+                positions = (prompts.lengths[:, None] + depth - 1).expand(batch_size, len(nodes))
+                logits = tree_forward(model, cache, tokens, positions, visible)
+                columns = slice(int(inner_index[nodes[0]]), int(inner_index[nodes[-1]]) + 1)
+                for store, layer in zip(node_keys, cache.layers):
+                    store[:, :, columns] = layer.keys[:, :, -len(nodes) :]
+                for store, layer in zip(node_values, cache.layers):
+                    store[:, :, columns] = layer.values[:, :, -len(nodes) :]
+                prompt = all_prompts.repeat_interleave(len(nodes))
+                _score_children(trie, node_scores, prompt, nodes.repeat(batch_size), logits.flatten(0, 1), renormalize)
     return node_scores[:, trie.item_leaf]
+
+
+def _chunk_cache(
+    model: nn.Module,
+    prompts: EncodedPrompts,
+    trie: ItemTrie,
+    nodes: Tensor,
+    depth: int,
+    inner_index: Tensor,
+    node_keys: list[Tensor],
+    node_values: list[Tensor],
+) -> tuple[DynamicCache, Tensor]:
+    """The cache a chunk of same-depth ``nodes`` runs on, and who sees what.
+
+    The cache is the prompt followed, for each depth above, by the contiguous block of inner
+    nodes that spans the chunk's ancestors there (consecutive nodes of one depth have their
+    ancestors in consecutive blocks). Returns ``(cache, visible [B, K, P + K])``.
+    """
+    ancestors = inner_index[_ancestors(trie, nodes, depth - 1)]  # [K, depth - 1] node-cache columns
+    first, last = ancestors.min(dim=0).values.tolist(), ancestors.max(dim=0).values.tolist()
+    blocks = [slice(low, high + 1) for low, high in zip(first, last)]
+    keys = [torch.cat([prompt_keys] + [store[:, :, block] for block in blocks], dim=2) for prompt_keys, store in zip(prompts.keys, node_keys)]
+    values = [torch.cat([prompt_values] + [store[:, :, block] for block in blocks], dim=2) for prompt_values, store in zip(prompts.values, node_values)]
+    prompt_width, num_nodes = prompts.attention_mask.shape[1], len(nodes)
+    block_starts = prompt_width + torch.tensor([0] + [b.stop - b.start for b in blocks], device=nodes.device).cumsum(0)
+    cached = int(block_starts[-1])
+    tree = torch.zeros(num_nodes, cached - prompt_width + num_nodes, dtype=torch.bool, device=nodes.device)
+    if depth > 1:
+        tree.scatter_(1, block_starts[:-1] - prompt_width + ancestors - torch.tensor(first, device=nodes.device), True)
+    tree[torch.arange(num_nodes), cached - prompt_width + torch.arange(num_nodes)] = True
+    batch_size = prompts.attention_mask.shape[0]
+    visible = torch.cat([prompt_visibility(prompts, num_nodes), tree.expand(batch_size, -1, -1)], dim=2)
+    return cache_from(model, keys, values), visible
 
 
 def _score_children(
@@ -115,9 +149,7 @@ def _ancestors(trie: ItemTrie, nodes: Tensor, count: int) -> Tensor:
     return torch.stack(chain[:0:-1], dim=1) if count else nodes.new_empty(nodes.numel(), 0)
 
 
-def _default_rows(prompts: EncodedPrompts, max_code_length: int) -> int:
-    """Rows per chunk so that neither its logits nor its branch cache exceed the element budget."""
-    vocab_size = prompts.last_logits.shape[1]
-    keys = prompts.keys[0]
-    cache_per_row = 2 * len(prompts.keys) * keys.shape[1] * (keys.shape[2] + max_code_length) * keys.shape[3]
-    return max(1, _CHUNK_ELEMENTS // max(vocab_size, cache_per_row))
+def _default_chunk_nodes(prompts: EncodedPrompts) -> int:
+    """Nodes per forward: at most 128, and at most 2**24 elements of logits."""
+    batch_size, vocab_size = prompts.last_logits.shape
+    return max(1, min(_MAX_CHUNK_NODES, _CHUNK_ELEMENTS // (batch_size * vocab_size)))

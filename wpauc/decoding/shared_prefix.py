@@ -1,12 +1,14 @@
-"""Encode each prompt once, then run many short branches (beams, trie prefixes, group members)
-on top of its key/value cache.
+"""Encode each prompt once, then run many short branches (beams, trie prefixes, group
+members) on top of its key/value cache with "tree attention".
 
-A branch is a row that continues one prompt: its cache is that prompt's cached keys/values plus
-the branch's own earlier tokens ("ancestors"), and the new tokens go through the model with the
-positions they would have in the full sequence. Because cached keys already carry their rotary
-position, this is exactly the forward of ``prompt + ancestors + tokens``, without ever
-recomputing the prompt. Prompts are left-padded (``attention_mask`` rows ``0..0 1..1``), as
-Hugging Face ``generate`` expects for decoder-only models.
+All the new tokens that continue one prompt go through the model as one row: each sees the
+prompt, its own ancestors (earlier branch tokens, already in the cache) and itself, through a
+4-D additive attention mask, at the position it would have in its own full sequence (explicit
+``position_ids``). Cached keys already carry their rotary position, so this is exactly the
+forward of every ``prompt + branch`` separately, while the prompt is computed once and never
+copied per branch. Prompts are left-padded (``attention_mask`` rows ``0..0 1..1``), as Hugging
+Face ``generate`` expects for decoder-only models. The model must accept 4-D float masks
+(Hugging Face ``sdpa`` and ``eager`` attention do).
 """
 
 from __future__ import annotations
@@ -20,14 +22,12 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
-KeyValues = tuple[list[Tensor], list[Tensor]]
-"""Per-layer keys and values, each ``[rows, kv_heads, length, head_dim]``."""
-
-
 @dataclass
 class EncodedPrompts:
     """The prompts after one forward: their cache and the logits at their last token."""
 
+    cache: DynamicCache
+    """The prompts' cache; branches run with :func:`tree_forward` append to it."""
     keys: list[Tensor]
     """Per layer ``[B, kv_heads, T, head_dim]`` cached keys."""
     values: list[Tensor]
@@ -121,6 +121,7 @@ def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) 
         **{_cache_argument(model): cache},
     )
     return EncodedPrompts(
+        cache=cache,
         keys=[layer.keys for layer in cache.layers],
         values=[layer.values for layer in cache.layers],
         attention_mask=attention_mask,
@@ -129,48 +130,41 @@ def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) 
     )
 
 
-def forward_branches(
-    model: nn.Module,
-    prompts: EncodedPrompts,
-    rows: Tensor,
-    ancestors: KeyValues | None,
-    tokens: Tensor,
-) -> tuple[Tensor, KeyValues]:
-    """Runs ``tokens`` as continuations of prompts ``rows`` after their ``ancestors``.
+def tree_forward(model: nn.Module, cache: DynamicCache, tokens: Tensor, positions: Tensor, visible: Tensor) -> Tensor:
+    """Runs ``tokens`` after ``cache``, each token seeing exactly the keys that ``visible`` allows.
 
     Args:
-        model: the causal LM that encoded ``prompts``.
-        prompts: output of :func:`encode_prompts`.
-        rows: ``[R]`` the prompt each branch continues.
-        ancestors: per-layer cache of the branch tokens already run (``[R, kv_heads, A, head_dim]``),
-            or ``None`` when the branches start right after the prompt.
-        tokens: ``[R, S]`` the new tokens of each branch.
+        model: the causal LM that built ``cache``.
+        cache: ``P`` cached tokens per row; the new tokens are appended to it.
+        tokens: ``[B, Q]`` new tokens.
+        positions: ``[B, Q]`` their positions in their own sequences.
+        visible: ``[B, Q, P + Q]`` bool, which cached and new tokens each new token attends to
+            (it must at least see itself).
 
     Returns:
-        ``(logits [R, S, V] float32, new_key_values)`` with the new tokens' cache ``[R, kv_heads, S, head_dim]``.
+        ``[B, Q, V]`` float32 logits.
     """
-    num_rows, num_new = tokens.shape
-    num_ancestors = 0 if ancestors is None else ancestors[0][0].shape[2]
-    layers = []
-    for layer, (keys, values) in enumerate(zip(prompts.keys, prompts.values)):
-        keys, values = keys[rows], values[rows]
-        if ancestors is not None:
-            keys = torch.cat([keys, ancestors[0][layer]], dim=2)
-            values = torch.cat([values, ancestors[1][layer]], dim=2)
-        layers.append((keys, values))
-    cache = DynamicCache(ddp_cache_data=layers, config=model.config)
-    branch_mask = torch.ones(num_rows, num_ancestors + num_new, dtype=prompts.attention_mask.dtype, device=tokens.device)
-    offsets = torch.arange(num_ancestors, num_ancestors + num_new, device=tokens.device)
+    dtype = cache.layers[0].keys.dtype
+    additive_mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+    additive_mask.masked_fill_(~visible, torch.finfo(dtype).min)
     output = model(
         input_ids=tokens,
-        attention_mask=torch.cat([prompts.attention_mask[rows], branch_mask], dim=1),
-        position_ids=prompts.lengths[rows, None] + offsets,
+        attention_mask=additive_mask[:, None],
+        position_ids=positions,
         use_cache=True,
         **{_cache_argument(model): cache},
     )
-    new_keys = [layer.keys[:, :, -num_new:] for layer in cache.layers]
-    new_values = [layer.values[:, :, -num_new:] for layer in cache.layers]
-    return output.logits.float(), (new_keys, new_values)
+    return output.logits.float()
+
+
+def cache_from(model: nn.Module, keys: list[Tensor], values: list[Tensor]) -> DynamicCache:
+    """A cache holding the given per-layer keys and values ``[B, kv_heads, P, head_dim]``."""
+    return DynamicCache(ddp_cache_data=list(zip(keys, values)), config=model.config)
+
+
+def prompt_visibility(prompts: EncodedPrompts, num_queries: int) -> Tensor:
+    """``[B, num_queries, T]`` bool: every new token sees its prompt's real tokens."""
+    return prompts.attention_mask.bool()[:, None, :].expand(-1, num_queries, -1)
 
 
 def edge_log_probs(logits: Tensor, rows: Tensor, tokens: Tensor, renormalize: bool) -> Tensor:
