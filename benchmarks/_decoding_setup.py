@@ -16,11 +16,21 @@ import transformers
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-OFFICE_INDEX = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon18-minionerec" / "index" / "Office_Products.index.json"
+OFFICE_INDEX = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "amazon18-minionerec"
+    / "index"
+    / "Office_Products.index.json"
+)
 CODE_LEVELS, CODE_VALUES = 3, 256
 NUM_SPECIALS = 32
 """Vocabulary = 3 x 256 SID tokens (level l, value v -> l * 256 + v) + 32 specials/prompt words."""
-EOS, PAD = CODE_LEVELS * CODE_VALUES + NUM_SPECIALS - 2, CODE_LEVELS * CODE_VALUES + NUM_SPECIALS - 1
+EOS, PAD = (
+    CODE_LEVELS * CODE_VALUES + NUM_SPECIALS - 2,
+    CODE_LEVELS * CODE_VALUES + NUM_SPECIALS - 1,
+)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +42,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-heads", type=int, default=4, help="attention heads")
     parser.add_argument("--num-kv-heads", type=int, default=2, help="key/value heads")
     parser.add_argument("--intermediate-size", type=int, default=512, help="MLP width")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of our methods (median reported)")
-    parser.add_argument("--baseline-repeats", type=int, default=1, help="timed runs of the (slow) baselines")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model, prompts and catalog")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of our methods (median reported)"
+    )
+    parser.add_argument(
+        "--baseline-repeats", type=int, default=1, help="timed runs of the (slow) baselines"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the model, prompts and catalog"
+    )
 
 
 def bench_model(args: argparse.Namespace) -> Qwen2ForCausalLM:
@@ -79,10 +95,15 @@ def sid_catalog(source: str, num_items: int, seed: int) -> tuple[list[list[int]]
     if source == "office" or (source == "auto" and OFFICE_INDEX.is_file()):
         index = json.loads(OFFICE_INDEX.read_text())
         codes = {
-            tuple(level * CODE_VALUES + int(token.split("_")[1].rstrip(">")) for level, token in enumerate(sid))
+            tuple(
+                level * CODE_VALUES + int(token.split("_")[1].rstrip(">"))
+                for level, token in enumerate(sid)
+            )
             for sid in index.values()
         }
-        return [list(code) for code in sorted(codes)], f"Office_Products distinct SIDs ({OFFICE_INDEX})"
+        return [
+            list(code) for code in sorted(codes)
+        ], f"Office_Products distinct SIDs ({OFFICE_INDEX})"
     generator = torch.Generator().manual_seed(seed)
     values = torch.randint(0, CODE_VALUES, (2 * num_items, CODE_LEVELS), generator=generator)
     codes = (values + torch.arange(CODE_LEVELS) * CODE_VALUES).unique(dim=0)
@@ -97,13 +118,17 @@ def left_padded_prompts(
     generator = torch.Generator().manual_seed(seed)
     lengths = torch.randint(min_length, max_length + 1, (num_prompts,), generator=generator)
     width = int(lengths.max())
-    input_ids = torch.randint(0, CODE_LEVELS * CODE_VALUES, (num_prompts, width), generator=generator)
+    input_ids = torch.randint(
+        0, CODE_LEVELS * CODE_VALUES, (num_prompts, width), generator=generator
+    )
     attention_mask = (torch.arange(width) >= width - lengths[:, None]).long()
     input_ids = input_ids.masked_fill(attention_mask == 0, PAD)
     return input_ids.to(device), attention_mask.to(device)
 
 
-def timed(function: Callable[[], object], repeats: int, device: str, warm_up: bool = True) -> tuple[float, object]:
+def timed(
+    function: Callable[[], object], repeats: int, device: str, warm_up: bool = True
+) -> tuple[float, object]:
     """Median wall time in seconds over ``repeats`` runs (after one untimed warm-up run unless
     ``warm_up`` is False), and the last run's result."""
     if warm_up:
@@ -126,7 +151,9 @@ def environment(args: argparse.Namespace) -> dict:
     return {
         "threads": torch.get_num_threads(),
         "device": device,
-        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.startswith("cuda")
+        else _cpu_name(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),

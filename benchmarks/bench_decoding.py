@@ -47,20 +47,35 @@ def parse_args() -> argparse.Namespace:
     add_common_arguments(parser)
     parser.add_argument("--prompts", type=int, default=8, help="prompts per batch")
     parser.add_argument("--beams", type=int, default=50, help="beam width")
-    parser.add_argument("--min-prompt-length", type=int, default=40, help="shortest prompt (tokens)")
+    parser.add_argument(
+        "--min-prompt-length", type=int, default=40, help="shortest prompt (tokens)"
+    )
     parser.add_argument("--max-prompt-length", type=int, default=60, help="longest prompt (tokens)")
     parser.add_argument(
-        "--catalog", choices=["auto", "office", "random"], default="auto",
+        "--catalog",
+        choices=["auto", "office", "random"],
+        default="auto",
         help="Office SIDs from ../shared/data (auto: when present) or random SIDs",
     )
     parser.add_argument("--items", type=int, default=3459, help="catalog size of a random catalog")
-    parser.add_argument("--item-chunk", type=int, default=512, help="items per forward in the teacher-forcing baselines")
-    parser.add_argument("--name", default="decoding", help="results file benchmarks/results/<name>.json")
+    parser.add_argument(
+        "--item-chunk",
+        type=int,
+        default=512,
+        help="items per forward in the teacher-forcing baselines",
+    )
+    parser.add_argument(
+        "--name", default="decoding", help="results file benchmarks/results/<name>.json"
+    )
     return parser.parse_args()
 
 
 def hf_beam_search(
-    model: Qwen2ForCausalLM, input_ids: Tensor, attention_mask: Tensor, trie: ItemTrie, num_beams: int
+    model: Qwen2ForCausalLM,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    trie: ItemTrie,
+    num_beams: int,
 ) -> tuple[Tensor, Tensor]:
     """Hugging Face constrained beam search, mapped back to catalog indices: ``[B, beams]`` each."""
     output = model.generate(
@@ -82,11 +97,17 @@ def hf_beam_search(
     for depth in range(codes.shape[1]):
         nodes = trie.step(nodes, codes[:, depth])
     batch_size = input_ids.shape[0]
-    return trie.node_item[nodes].view(batch_size, num_beams), output.sequences_scores.view(batch_size, num_beams)
+    return trie.node_item[nodes].view(batch_size, num_beams), output.sequences_scores.view(
+        batch_size, num_beams
+    )
 
 
 def teacher_forcing_scores(
-    model: Qwen2ForCausalLM, input_ids: Tensor, attention_mask: Tensor, trie: ItemTrie, item_chunk: int
+    model: Qwen2ForCausalLM,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    trie: ItemTrie,
+    item_chunk: int,
 ) -> Tensor:
     """``[B, N]``: every (prompt + item code) through the model as a full sequence, ``item_chunk``
     items per forward (fixed-length codes)."""
@@ -104,15 +125,24 @@ def teacher_forcing_scores(
 
 
 def shared_prompt_teacher_forcing_scores(
-    model: Qwen2ForCausalLM, input_ids: Tensor, attention_mask: Tensor, trie: ItemTrie, item_chunk: int
+    model: Qwen2ForCausalLM,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    trie: ItemTrie,
+    item_chunk: int,
 ) -> Tensor:
     """``[B, N]``: every item code as a completion of the shared prompt cache, ``item_chunk`` items
     per call of ``completion_logprobs``."""
     chunks = []
     for start in range(0, trie.num_items, item_chunk):
         codes = trie.item_codes[start : start + item_chunk].expand(input_ids.shape[0], -1, -1)
-        mask = torch.arange(trie.max_code_length, device=codes.device) < trie.item_code_lengths[start : start + item_chunk, None]
-        log_probs = completion_logprobs(model, input_ids, attention_mask, codes, mask.expand_as(codes))
+        mask = (
+            torch.arange(trie.max_code_length, device=codes.device)
+            < trie.item_code_lengths[start : start + item_chunk, None]
+        )
+        log_probs = completion_logprobs(
+            model, input_ids, attention_mask, codes, mask.expand_as(codes)
+        )
         chunks.append(log_probs.sum(dim=2))
     return torch.cat(chunks, dim=1)
 
@@ -126,26 +156,38 @@ def main() -> None:
     input_ids, attention_mask = left_padded_prompts(
         args.prompts, args.min_prompt_length, args.max_prompt_length, args.seed, args.device
     )
-    print(f"catalog: {catalog}: {trie.num_items} items; {args.prompts} prompts, {args.beams} beams, "
-          f"{torch.get_num_threads()} threads on {args.device}")
+    print(
+        f"catalog: {catalog}: {trie.num_items} items; {args.prompts} prompts, {args.beams} beams, "
+        f"{torch.get_num_threads()} threads on {args.device}"
+    )
 
     with torch.no_grad():
         ours_beam_s, (items, scores) = timed(
-            lambda: constrained_beam_search(model, input_ids, attention_mask, trie, args.beams), args.repeats, args.device
+            lambda: constrained_beam_search(model, input_ids, attention_mask, trie, args.beams),
+            args.repeats,
+            args.device,
         )
         hf_beam_s, (hf_items, hf_scores) = timed(
-            lambda: hf_beam_search(model, input_ids, attention_mask, trie, args.beams), args.baseline_repeats, args.device
+            lambda: hf_beam_search(model, input_ids, attention_mask, trie, args.beams),
+            args.baseline_repeats,
+            args.device,
         )
         ours_score_s, exact = timed(
             lambda: score_items(model, input_ids, attention_mask, trie), args.repeats, args.device
         )
         forcing_s, forced = timed(
             lambda: teacher_forcing_scores(model, input_ids, attention_mask, trie, args.item_chunk),
-            args.baseline_repeats, args.device, warm_up=False,
+            args.baseline_repeats,
+            args.device,
+            warm_up=False,
         )
         shared_forcing_s, shared_forced = timed(
-            lambda: shared_prompt_teacher_forcing_scores(model, input_ids, attention_mask, trie, args.item_chunk),
-            args.baseline_repeats, args.device, warm_up=False,
+            lambda: shared_prompt_teacher_forcing_scores(
+                model, input_ids, attention_mask, trie, args.item_chunk
+            ),
+            args.baseline_repeats,
+            args.device,
+            warm_up=False,
         )
 
     results = {
@@ -180,12 +222,17 @@ def main() -> None:
         },
     }
     beam, scoring = results["beam_search"], results["score_items"]
-    print(f"(a) beam search: wpauc {ours_beam_s * 1e3:.1f} ms, HF generate {hf_beam_s * 1e3:.1f} ms "
-          f"-> {beam['speedup']:.1f}x; same items in order: {beam['same_items_same_order']}, "
-          f"max |score diff| {beam['max_abs_score_difference']:.2e}")
-    print(f"(b) score_items: wpauc {ours_score_s * 1e3:.1f} ms, per-item teacher forcing {forcing_s * 1e3:.1f} ms "
-          f"-> {scoring['speedup']:.1f}x (max |diff| {scoring['max_abs_score_difference']:.2e}); "
-          f"shared-prompt teacher forcing {shared_forcing_s * 1e3:.1f} ms -> {scoring['speedup_vs_shared_prompt']:.1f}x")
+    print(
+        f"(a) beam search: wpauc {ours_beam_s * 1e3:.1f} ms, HF generate {hf_beam_s * 1e3:.1f} ms "
+        f"-> {beam['speedup']:.1f}x; same items in order: {beam['same_items_same_order']}, "
+        f"max |score diff| {beam['max_abs_score_difference']:.2e}"
+    )
+    print(
+        f"(b) score_items: wpauc {ours_score_s * 1e3:.1f} ms, per-item teacher forcing "
+        f"{forcing_s * 1e3:.1f} ms -> {scoring['speedup']:.1f}x "
+        f"(max |diff| {scoring['max_abs_score_difference']:.2e}); shared-prompt teacher forcing "
+        f"{shared_forcing_s * 1e3:.1f} ms -> {scoring['speedup_vs_shared_prompt']:.1f}x"
+    )
     print(f"written to {write_results(args.name, results)}")
 
 

@@ -19,6 +19,7 @@ Prints the figures and writes benchmarks/results/<name>.json (default name: grou
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 from _decoding_setup import (
@@ -44,9 +45,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=8, help="prompts (contexts) per batch")
     parser.add_argument("--group-size", type=int, default=17, help="completions per prompt (G)")
     parser.add_argument("--completion-length", type=int, default=3, help="tokens per completion")
-    parser.add_argument("--min-prompt-length", type=int, default=60, help="shortest prompt (tokens)")
+    parser.add_argument(
+        "--min-prompt-length", type=int, default=60, help="shortest prompt (tokens)"
+    )
     parser.add_argument("--max-prompt-length", type=int, default=80, help="longest prompt (tokens)")
-    parser.add_argument("--name", default="group_forward", help="results file benchmarks/results/<name>.json")
+    parser.add_argument(
+        "--name", default="group_forward", help="results file benchmarks/results/<name>.json"
+    )
     return parser.parse_args()
 
 
@@ -55,13 +60,26 @@ def per_sequence_logprobs(
 ) -> Tensor:
     """``[B, G, L]``: every prompt + completion as its own sequence, one left-padded batch."""
     batch_size, group_size, length = completions.shape
-    sequences = torch.cat([input_ids.repeat_interleave(group_size, dim=0), completions.flatten(0, 1)], dim=1)
+    sequences = torch.cat(
+        [input_ids.repeat_interleave(group_size, dim=0), completions.flatten(0, 1)], dim=1
+    )
     mask = torch.cat(
-        [attention_mask.repeat_interleave(group_size, dim=0), torch.ones_like(completions.flatten(0, 1))], dim=1
+        [
+            attention_mask.repeat_interleave(group_size, dim=0),
+            torch.ones_like(completions.flatten(0, 1)),
+        ],
+        dim=1,
     )
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits[:, -length - 1 : -1]
-    picked = logits.float().log_softmax(dim=-1).gather(2, completions.flatten(0, 1)[:, :, None]).squeeze(-1)
+    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions).logits[
+        :, -length - 1 : -1
+    ]
+    picked = (
+        logits.float()
+        .log_softmax(dim=-1)
+        .gather(2, completions.flatten(0, 1)[:, :, None])
+        .squeeze(-1)
+    )
     return picked.view(batch_size, group_size, length)
 
 
@@ -74,13 +92,19 @@ def main() -> None:
     )
     generator = torch.Generator().manual_seed(args.seed + 1)
     shape = (args.prompts, args.group_size, args.completion_length)
-    completions = torch.randint(0, CODE_LEVELS * CODE_VALUES, shape, generator=generator).to(args.device)
+    completions = torch.randint(0, CODE_LEVELS * CODE_VALUES, shape, generator=generator).to(
+        args.device
+    )
     completion_mask = torch.ones(shape, dtype=torch.bool, device=args.device)
     advantages = torch.randn(shape, generator=generator).to(args.device)
 
     methods = {
-        "shared_prompt": lambda: completion_logprobs(model, input_ids, attention_mask, completions, completion_mask),
-        "per_sequence": lambda: per_sequence_logprobs(model, input_ids, attention_mask, completions),
+        "shared_prompt": lambda: completion_logprobs(
+            model, input_ids, attention_mask, completions, completion_mask
+        ),
+        "per_sequence": lambda: per_sequence_logprobs(
+            model, input_ids, attention_mask, completions
+        ),
     }
 
     def step(method: str) -> tuple[Tensor, list[Tensor]]:
@@ -91,10 +115,13 @@ def main() -> None:
 
     step_s, reference_s, outputs = {}, {}, {}
     for method in methods:
-        step_s[method], outputs[method] = timed(lambda: step(method), args.repeats, args.device)
+        step_s[method], outputs[method] = timed(partial(step, method), args.repeats, args.device)
         with torch.no_grad():
             reference_s[method], _ = timed(methods[method], args.repeats, args.device)
-    (shared_values, shared_grads), (naive_values, naive_grads) = outputs["shared_prompt"], outputs["per_sequence"]
+    (shared_values, shared_grads), (naive_values, naive_grads) = (
+        outputs["shared_prompt"],
+        outputs["per_sequence"],
+    )
 
     results = {
         "environment": environment(args),
@@ -111,16 +138,28 @@ def main() -> None:
         "reference_forward_s": reference_s,
         "reference_forward_speedup": reference_s["per_sequence"] / reference_s["shared_prompt"],
         "max_abs_logprob_difference": float((shared_values - naive_values).abs().max()),
-        "max_abs_gradient_difference": max(float((a - b).abs().max()) for a, b in zip(shared_grads, naive_grads)),
+        "max_abs_gradient_difference": max(
+            float((a - b).abs().max()) for a, b in zip(shared_grads, naive_grads, strict=True)
+        ),
     }
-    print(f"{args.prompts} prompts x G={args.group_size} completions of {args.completion_length} tokens, "
-          f"{torch.get_num_threads()} threads on {args.device}")
-    print(f"policy step (forward + backward): shared prompt {step_s['shared_prompt'] * 1e3:.1f} ms, "
-          f"per sequence {step_s['per_sequence'] * 1e3:.1f} ms -> {results['policy_step_speedup']:.1f}x")
-    print(f"reference forward (no_grad):      shared prompt {reference_s['shared_prompt'] * 1e3:.1f} ms, "
-          f"per sequence {reference_s['per_sequence'] * 1e3:.1f} ms -> {results['reference_forward_speedup']:.1f}x")
-    print(f"max |log-prob diff| {results['max_abs_logprob_difference']:.2e}, "
-          f"max |grad diff| {results['max_abs_gradient_difference']:.2e}")
+    print(
+        f"{args.prompts} prompts x G={args.group_size} completions of "
+        f"{args.completion_length} tokens, {torch.get_num_threads()} threads on {args.device}"
+    )
+    print(
+        f"policy step (forward + backward): shared prompt {step_s['shared_prompt'] * 1e3:.1f} ms,"
+        f" per sequence {step_s['per_sequence'] * 1e3:.1f} ms"
+        f" -> {results['policy_step_speedup']:.1f}x"
+    )
+    print(
+        f"reference forward (no_grad): shared prompt {reference_s['shared_prompt'] * 1e3:.1f} ms,"
+        f" per sequence {reference_s['per_sequence'] * 1e3:.1f} ms"
+        f" -> {results['reference_forward_speedup']:.1f}x"
+    )
+    print(
+        f"max |log-prob diff| {results['max_abs_logprob_difference']:.2e}, "
+        f"max |grad diff| {results['max_abs_gradient_difference']:.2e}"
+    )
     print(f"written to {write_results(args.name, results)}")
 
 

@@ -36,18 +36,23 @@ def tiny_model(attn_implementation: str = "sdpa", seed: int = 0) -> Qwen2ForCaus
 def sid_codes(num_items: int, seed: int) -> list[list[int]]:
     """Distinct random 3-token SIDs, each level with its own 8 tokens (MiniOneRec style)."""
     generator = torch.Generator().manual_seed(seed)
-    levels = [torch.randint(8 * level, 8 * level + 8, (4 * num_items,), generator=generator) for level in range(3)]
+    levels = [
+        torch.randint(8 * level, 8 * level + 8, (4 * num_items,), generator=generator)
+        for level in range(3)
+    ]
     codes = torch.stack(levels, dim=1).unique(dim=0)
     return codes[torch.randperm(len(codes), generator=generator)[:num_items]].tolist()
 
 
 def title_codes(num_items: int, seed: int) -> list[list[int]]:
-    """Distinct random titles of 1-4 words followed by the end token (prefix-free, variable length)."""
+    """Distinct random titles of 1-4 words and the end token (prefix-free, variable length)."""
     generator = torch.Generator().manual_seed(seed)
     titles: dict[tuple[int, ...], None] = {}
     while len(titles) < num_items:
         length = int(torch.randint(1, 5, (1,), generator=generator))
-        titles[tuple(torch.randint(24, 30, (length,), generator=generator).tolist()) + (END_TOKEN,)] = None
+        titles[
+            tuple(torch.randint(24, 30, (length,), generator=generator).tolist()) + (END_TOKEN,)
+        ] = None
     return [list(title) for title in titles]
 
 
@@ -74,7 +79,9 @@ def allowed_after(codes: list[list[int]], prefix: list[int]) -> list[int]:
 
 
 @torch.no_grad()
-def next_token_log_probs(model, prompt: torch.Tensor, prefix: list[int], codes, renormalize: bool) -> torch.Tensor:
+def next_token_log_probs(
+    model, prompt: torch.Tensor, prefix: list[int], codes, renormalize: bool
+) -> torch.Tensor:
     """Full forward of ``prompt + prefix``: log-probs of the next token over the vocabulary
     (or over the trie's allowed continuations, -inf elsewhere, when renormalising)."""
     sequence = torch.cat([prompt, torch.tensor(prefix, dtype=torch.long)])[None]
@@ -100,7 +107,9 @@ def brute_force_scores(model, input_ids, attention_mask, codes, renormalize: boo
     return scores
 
 
-def reference_beam_search(model, prompt, codes, num_beams: int, renormalize: bool) -> list[tuple[float, int]]:
+def reference_beam_search(
+    model, prompt, codes, num_beams: int, renormalize: bool
+) -> list[tuple[float, int]]:
     """Textbook beam search with Python loops: finished codes stay in the beam with their score."""
     index = {tuple(code): item for item, code in enumerate(codes)}
     beams: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
@@ -120,7 +129,9 @@ def reference_beam_search(model, prompt, codes, num_beams: int, renormalize: boo
 # ---------------------------------------------------------------------------------------- trie
 
 
-@pytest.mark.parametrize("codes", [sid_codes(60, seed=0), title_codes(40, seed=0)], ids=["sid", "title"])
+@pytest.mark.parametrize(
+    "codes", [sid_codes(60, seed=0), title_codes(40, seed=0)], ids=["sid", "title"]
+)
 def test_trie_matches_brute_force_prefix_sets(codes):
     trie = ItemTrie.from_codes(codes)
     assert trie.num_items == len(codes)
@@ -162,7 +173,10 @@ def test_trie_scales_to_a_pretrained_vocabulary():
     generator = torch.Generator().manual_seed(0)
     vocab_size, end_token = 151_000, 150_999
     lengths = torch.randint(10, 21, (4000,), generator=generator)
-    codes = [torch.randint(0, 150_000, (int(length),), generator=generator).tolist() + [end_token] for length in lengths]
+    codes = [
+        torch.randint(0, 150_000, (int(length),), generator=generator).tolist() + [end_token]
+        for length in lengths
+    ]
     trie = ItemTrie.from_codes(codes)
     stored = sum(getattr(trie, name).numel() for name in trie.__dataclass_fields__)
     assert stored < 40 * trie.num_nodes  # linear in nodes, nothing of vocabulary size
@@ -236,7 +250,9 @@ def test_beam_search_equals_hugging_face_generate(num_beams):
     )
     item_of_code = {tuple(code): item for item, code in enumerate(codes)}
     generated = output.sequences[:, input_ids.shape[1] :].tolist()
-    hf_items = torch.tensor([item_of_code[tuple(code)] for code in generated]).view(len(PROMPT_LENGTHS), num_beams)
+    hf_items = torch.tensor([item_of_code[tuple(code)] for code in generated]).view(
+        len(PROMPT_LENGTHS), num_beams
+    )
     assert torch.equal(items, hf_items)
     torch.testing.assert_close(scores, output.sequences_scores.view(len(PROMPT_LENGTHS), num_beams))
 
@@ -249,7 +265,9 @@ def test_beam_search_equals_reference_beam_search(catalog, renormalize, num_beam
     codes = sid_codes(30, seed=2) if catalog == "sid" else title_codes(30, seed=2)
     trie = ItemTrie.from_codes(codes)
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS[:3])
-    items, scores = constrained_beam_search(model, input_ids, attention_mask, trie, num_beams, renormalize)
+    items, scores = constrained_beam_search(
+        model, input_ids, attention_mask, trie, num_beams, renormalize
+    )
     for row in range(input_ids.shape[0]):
         prompt = real_prompt(input_ids, attention_mask, row)
         expected = reference_beam_search(model, prompt, codes, num_beams, renormalize)
@@ -266,7 +284,9 @@ def test_full_width_beam_search_ranks_the_whole_catalog(attn_implementation, ren
     codes = title_codes(25, seed=4)
     trie = ItemTrie.from_codes(codes)
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
-    items, scores = constrained_beam_search(model, input_ids, attention_mask, trie, len(codes), renormalize)
+    items, scores = constrained_beam_search(
+        model, input_ids, attention_mask, trie, len(codes), renormalize
+    )
     exact = score_items(model, input_ids, attention_mask, trie, renormalize=renormalize)
     ranked = exact.sort(dim=1, descending=True)
     assert torch.equal(items, ranked.indices)
@@ -279,7 +299,9 @@ def test_beam_search_restores_training_mode_and_needs_no_grad():
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
     items, scores = constrained_beam_search(model, input_ids, attention_mask, trie, 5)
     assert model.training and not scores.requires_grad
-    assert torch.equal(items, constrained_beam_search(model.eval(), input_ids, attention_mask, trie, 5)[0])
+    assert torch.equal(
+        items, constrained_beam_search(model.eval(), input_ids, attention_mask, trie, 5)[0]
+    )
 
 
 # ------------------------------------------------------------------------------- exact scoring
@@ -295,12 +317,14 @@ def test_score_items_equals_teacher_forcing(catalog, renormalize, attn_implement
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS[:3])
     expected = brute_force_scores(model, input_ids, attention_mask, codes, renormalize)
     for chunk_nodes in (None, 3):  # one chunk per depth, and many chunks per depth
-        scores = score_items(model, input_ids, attention_mask, trie, renormalize=renormalize, chunk_nodes=chunk_nodes)
+        scores = score_items(
+            model, input_ids, attention_mask, trie, renormalize=renormalize, chunk_nodes=chunk_nodes
+        )
         torch.testing.assert_close(scores, expected)
 
 
 def test_single_token_codes_score_and_rank_by_the_prompt_logits():
-    """Codes of one token: the scores are the prompt's next-token log-probs, the beam their top-k."""
+    """One-token codes: the scores are the prompt's next-token log-probs, the beam their top-k."""
     model = tiny_model()
     codes = [[3], [17], [5], [30]]
     trie = ItemTrie.from_codes(codes)
@@ -381,7 +405,9 @@ def random_group(num_prompts: int, group_size: int, length: int, seed: int = 9):
     return completions, completion_mask
 
 
-def naive_completion_logprobs(model, input_ids, attention_mask, completions, completion_mask) -> torch.Tensor:
+def naive_completion_logprobs(
+    model, input_ids, attention_mask, completions, completion_mask
+) -> torch.Tensor:
     """One forward of ``prompt + completion`` per group member."""
     result = torch.zeros(completions.shape)
     for row in range(completions.shape[0]):
@@ -391,11 +417,15 @@ def naive_completion_logprobs(model, input_ids, attention_mask, completions, com
             logits = model(torch.cat([prompt, tokens])[None]).logits[0].float()
             positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(tokens))
             picked = logits[positions].log_softmax(dim=-1).gather(1, tokens[:, None])[:, 0]
-            result = result.index_put((torch.tensor(row), torch.tensor(member), torch.arange(len(tokens))), picked)
+            result = result.index_put(
+                (torch.tensor(row), torch.tensor(member), torch.arange(len(tokens))), picked
+            )
     return result
 
 
-def parameter_gradients(model, log_probs: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
+def parameter_gradients(
+    model, log_probs: torch.Tensor, weights: torch.Tensor
+) -> list[torch.Tensor]:
     model.zero_grad()
     (log_probs * weights).sum().backward()
     return [parameter.grad.clone() for parameter in model.parameters() if parameter.requires_grad]
@@ -409,26 +439,41 @@ def test_completion_logprobs_equal_per_sequence_forward_values_and_gradients(len
     weights = torch.randn(completions.shape, generator=torch.Generator().manual_seed(0))
 
     shared = completion_logprobs(model, input_ids, attention_mask, completions, completion_mask)
-    naive = naive_completion_logprobs(model, input_ids, attention_mask, completions, completion_mask)
+    naive = naive_completion_logprobs(
+        model, input_ids, attention_mask, completions, completion_mask
+    )
     torch.testing.assert_close(shared, naive)
     assert shared[~completion_mask].eq(0).all()
     assert model.training
-    for got, expected in zip(parameter_gradients(model, shared, weights), parameter_gradients(model, naive, weights)):
+    for got, expected in zip(
+        parameter_gradients(model, shared, weights),
+        parameter_gradients(model, naive, weights),
+        strict=True,
+    ):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_completion_logprobs_on_a_lora_model():
     peft = pytest.importorskip("peft")
     model = peft.get_peft_model(
-        tiny_model(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        tiny_model(),
+        peft.LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        ),
     )
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS[:2])
     completions, completion_mask = random_group(2, 3, 3)
     shared = completion_logprobs(model, input_ids, attention_mask, completions, completion_mask)
-    naive = naive_completion_logprobs(model, input_ids, attention_mask, completions, completion_mask)
+    naive = naive_completion_logprobs(
+        model, input_ids, attention_mask, completions, completion_mask
+    )
     torch.testing.assert_close(shared, naive)
     weights = torch.ones(completions.shape)
-    for got, expected in zip(parameter_gradients(model, shared, weights), parameter_gradients(model, naive, weights)):
+    for got, expected in zip(
+        parameter_gradients(model, shared, weights),
+        parameter_gradients(model, naive, weights),
+        strict=True,
+    ):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -28,15 +28,15 @@ def constrained_beam_search(
     """The ``num_beams`` best items per prompt found by beam search restricted to the trie.
 
     Each prompt is encoded once. Every step then runs the ``num_beams`` new tokens of a prompt as
-one row on its cache, each token attending to the prompt, its own beam's earlier tokens and
-itself (tree attention: the cache only grows by ``num_beams`` tokens a step and is never
-reordered or copied per beam), and picks the next beams among all allowed continuations with
-tensor operations only. A beam whose code is complete (a leaf) is finished: it keeps its score
-and competes with the running beams until the end (extending a prefix can only lower its
-score). For fixed-length codes and raw scores this is Hugging Face beam search
-(``generate(num_beams=num_beams, length_penalty=0.0, prefix_allowed_tokens_fn=...)``).
-Attention per step covers ``T + step * num_beams`` keys per beam, so very wide beams over long
-codes cost quadratically more attention.
+    one row on its cache, each token attending to the prompt, its own beam's earlier tokens and
+    itself (tree attention: the cache only grows by ``num_beams`` tokens a step and is never
+    reordered or copied per beam), and picks the next beams among all allowed continuations with
+    tensor operations only. A beam whose code is complete (a leaf) is finished: it keeps its score
+    and competes with the running beams until the end (extending a prefix can only lower its
+    score). For fixed-length codes and raw scores this is Hugging Face beam search
+    (``generate(num_beams=num_beams, length_penalty=0.0, prefix_allowed_tokens_fn=...)``).
+    Attention per step covers ``T + step * num_beams`` keys per beam, so very wide beams over long
+    codes cost quadratically more attention.
 
     Args:
         model: a Hugging Face causal LM whose vocabulary holds the code tokens.
@@ -44,15 +44,17 @@ codes cost quadratically more attention.
         attention_mask: ``[B, T]`` 1 for prompt tokens, 0 for left padding.
         trie: the catalog's codes.
         num_beams: beam width, at most the number of items.
-        renormalize: score each step by a softmax over the allowed continuations only, instead of
-            the log-softmax over the whole vocabulary.
+        renormalize: score each step by a softmax over the allowed continuations only, instead
+            of the log-softmax over the whole vocabulary.
 
     Returns:
         ``(items, scores)``, both ``[B, num_beams]``: catalog indices and their scores (summed
         log-probabilities of the code tokens), sorted by score, best first.
     """
     if not 1 <= num_beams <= trie.num_items:
-        raise ValueError(f"num_beams={num_beams} must be between 1 and the number of items ({trie.num_items})")
+        raise ValueError(
+            f"num_beams={num_beams} must be between 1 and the number of items ({trie.num_items})"
+        )
     lengths = check_prompts(input_ids, attention_mask)
     check_fits_model(model, lengths, trie.max_code_length, trie.max_token_id)
     trie = trie.to(input_ids.device)
@@ -66,14 +68,20 @@ codes cost quadratically more attention.
         beam_slots = torch.zeros(batch_size, 1, 0, dtype=torch.long, device=input_ids.device)
         new_slots = torch.arange(num_beams, device=input_ids.device)
         for step in range(trie.max_code_length):
-            nodes, scores, parents = _select_beams(trie, logits, nodes, scores, num_beams, renormalize)
+            nodes, scores, parents = _select_beams(
+                trie, logits, nodes, scores, num_beams, renormalize
+            )
             finished = trie.is_leaf(nodes) | scores.isneginf()
             if step + 1 == trie.max_code_length or bool(finished.all()):
                 break
             cached = prompt_width + step * num_beams
             inherited = beam_slots.flatten(0, 1)[parents].view(batch_size, num_beams, step)
-            beam_slots = torch.cat([inherited, (cached + new_slots)[None, :, None].expand(batch_size, -1, -1)], dim=2)
-            visible = torch.zeros(batch_size, num_beams, cached + num_beams, dtype=torch.bool, device=input_ids.device)
+            beam_slots = torch.cat(
+                [inherited, (cached + new_slots)[None, :, None].expand(batch_size, -1, -1)], dim=2
+            )
+            visible = torch.zeros(
+                batch_size, num_beams, cached + num_beams, dtype=torch.bool, device=input_ids.device
+            )
             visible[:, :, :prompt_width] = prompt_visibility(prompts, num_beams)
             visible.scatter_(2, beam_slots, True)
             # finished beams run a dummy token too (the batch stays rectangular); it is never used
@@ -103,7 +111,9 @@ def _select_beams(
     starts = torch.where(finished, flat_nodes, trie.child_offsets[flat_nodes])
     ends = torch.where(finished, flat_nodes + 1, trie.child_offsets[flat_nodes + 1])
     beam, candidate = concat_ranges(starts, ends)
-    step_log_probs = edge_log_probs(logits, beam, trie.node_token[candidate].clamp(min=0), renormalize)
+    step_log_probs = edge_log_probs(
+        logits, beam, trie.node_token[candidate].clamp(min=0), renormalize
+    )
     candidate_scores = flat_scores[beam] + torch.where(finished[beam], 0.0, step_log_probs)
 
     # lay each prompt's candidates out in one row, padded with -inf, and take its top num_beams

@@ -22,7 +22,7 @@ def completion_logprobs(
     completions: Tensor,
     completion_mask: Tensor,
 ) -> Tensor:
-    """``[B, G, L]`` log-probability of every completion token given its prompt and its earlier tokens.
+    """``[B, G, L]`` log-probability of each completion token given its prompt and earlier tokens.
 
     The prompts go through the model once; then all G completions of a prompt run as one row on
     its cache (tree attention: each token sees the prompt and its own completion's earlier
@@ -42,18 +42,25 @@ def completion_logprobs(
         ``[B, G, L]`` float32 log-probabilities, 0 where ``completion_mask`` is False.
     """
     lengths = check_prompts(input_ids, attention_mask)
-    if completions.ndim != 3 or completions.shape[0] != input_ids.shape[0] or completions.shape[2] == 0:
+    if (
+        completions.ndim != 3
+        or completions.shape[0] != input_ids.shape[0]
+        or completions.shape[2] == 0
+    ):
         raise ValueError(
             f"completions must be [B, G, L] with B = {input_ids.shape[0]} prompts and L >= 1; "
             f"got {tuple(completions.shape)}"
         )
     if completion_mask.shape != completions.shape:
         raise ValueError(
-            f"completion_mask {tuple(completion_mask.shape)} must have the shape of completions {tuple(completions.shape)}"
+            f"completion_mask {tuple(completion_mask.shape)} must have the shape of completions "
+            f"{tuple(completions.shape)}"
         )
     completion_mask = completion_mask.bool()
     if (completion_mask[..., 1:] & ~completion_mask[..., :-1]).any():
-        raise ValueError("completion_mask must be right-padded: True on a prefix of each completion, then False")
+        raise ValueError(
+            "completion_mask must be right-padded: True on a prefix of each completion, then False"
+        )
     tokens = completions.masked_fill(~completion_mask, 0)
     batch_size, group_size, length = tokens.shape
     check_fits_model(model, lengths, length, int(tokens.max()))
@@ -65,14 +72,22 @@ def completion_logprobs(
         fed = length - 1
         inputs = tokens[:, :, :-1].reshape(batch_size, group_size * fed)
         offsets = torch.arange(fed, device=tokens.device).repeat(group_size)
-        own_earlier = torch.block_diag(*[torch.ones(fed, fed, dtype=torch.bool, device=tokens.device).tril()] * group_size)
-        visible = torch.cat(
-            [prompt_visibility(prompts, group_size * fed), own_earlier.expand(batch_size, -1, -1)], dim=2
+        own_earlier = torch.block_diag(
+            *[torch.ones(fed, fed, dtype=torch.bool, device=tokens.device).tril()] * group_size
         )
-        logits = tree_forward(model, prompts.cache, inputs, prompts.lengths[:, None] + offsets, visible)
-        following = _picked_log_probs(logits.view(batch_size, group_size, fed, -1), tokens[:, :, 1:, None])
+        visible = torch.cat(
+            [prompt_visibility(prompts, group_size * fed), own_earlier.expand(batch_size, -1, -1)],
+            dim=2,
+        )
+        logits = tree_forward(
+            model, prompts.cache, inputs, prompts.lengths[:, None] + offsets, visible
+        )
+        following = _picked_log_probs(
+            logits.view(batch_size, group_size, fed, -1), tokens[:, :, 1:, None]
+        )
         log_probs.append(following.squeeze(-1))
     return torch.cat(log_probs, dim=2).masked_fill(~completion_mask, 0.0)
+
 
 def _picked_log_probs(logits: Tensor, index: Tensor) -> Tensor:
     """``log_softmax(logits, -1).gather(-1, index)`` without materialising the whole log-softmax."""

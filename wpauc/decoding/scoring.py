@@ -69,31 +69,53 @@ def score_items(
         chunk_nodes = chunk_nodes or _default_chunk_nodes(prompts)
         node_scores = torch.zeros(batch_size, trie.num_nodes, device=device)
         all_prompts = torch.arange(batch_size, device=device)
-        _score_children(trie, node_scores, all_prompts, torch.zeros_like(all_prompts), prompts.last_logits, renormalize)
+        _score_children(
+            trie,
+            node_scores,
+            all_prompts,
+            torch.zeros_like(all_prompts),
+            prompts.last_logits,
+            renormalize,
+        )
 
         inner = ~trie.is_leaf(torch.arange(trie.num_nodes, device=device))
         inner[0] = False  # the root's cache is the prompt itself
         inner_nodes = inner.nonzero().flatten()
         inner_index = inner.long().cumsum(0) - 1  # column of each inner node in the node cache
         # [B, kv_heads, #inner, head_dim] per layer: the keys/values of every inner node
-        node_keys = [keys.new_empty(*keys.shape[:2], len(inner_nodes), keys.shape[3]) for keys in prompts.keys]
-        node_values = [values.new_empty(*values.shape[:2], len(inner_nodes), values.shape[3]) for values in prompts.values]
+        node_keys = [
+            keys.new_empty(*keys.shape[:2], len(inner_nodes), keys.shape[3])
+            for keys in prompts.keys
+        ]
+        node_values = [
+            values.new_empty(*values.shape[:2], len(inner_nodes), values.shape[3])
+            for values in prompts.values
+        ]
 
         for depth in range(1, trie.max_code_length):
             level = inner_nodes[trie.node_depth[inner_nodes] == depth]
             for start in range(0, len(level), chunk_nodes):
                 nodes = level[start : start + chunk_nodes]
-                cache, visible = _chunk_cache(model, prompts, trie, nodes, depth, inner_index, node_keys, node_values)
+                cache, visible = _chunk_cache(
+                    model, prompts, trie, nodes, depth, inner_index, node_keys, node_values
+                )
                 tokens = trie.node_token[nodes].expand(batch_size, -1)
                 positions = (prompts.lengths[:, None] + depth - 1).expand(batch_size, len(nodes))
                 logits = tree_forward(model, cache, tokens, positions, visible)
                 columns = slice(int(inner_index[nodes[0]]), int(inner_index[nodes[-1]]) + 1)
-                for store, layer in zip(node_keys, cache.layers):
+                for store, layer in zip(node_keys, cache.layers, strict=True):
                     store[:, :, columns] = layer.keys[:, :, -len(nodes) :]
-                for store, layer in zip(node_values, cache.layers):
+                for store, layer in zip(node_values, cache.layers, strict=True):
                     store[:, :, columns] = layer.values[:, :, -len(nodes) :]
                 prompt = all_prompts.repeat_interleave(len(nodes))
-                _score_children(trie, node_scores, prompt, nodes.repeat(batch_size), logits.flatten(0, 1), renormalize)
+                _score_children(
+                    trie,
+                    node_scores,
+                    prompt,
+                    nodes.repeat(batch_size),
+                    logits.flatten(0, 1),
+                    renormalize,
+                )
     return node_scores[:, trie.item_leaf]
 
 
@@ -115,23 +137,44 @@ def _chunk_cache(
     """
     ancestors = inner_index[_ancestors(trie, nodes, depth - 1)]  # [K, depth - 1] node-cache columns
     first, last = ancestors.min(dim=0).values.tolist(), ancestors.max(dim=0).values.tolist()
-    blocks = [slice(low, high + 1) for low, high in zip(first, last)]
-    keys = [torch.cat([prompt_keys] + [store[:, :, block] for block in blocks], dim=2) for prompt_keys, store in zip(prompts.keys, node_keys)]
-    values = [torch.cat([prompt_values] + [store[:, :, block] for block in blocks], dim=2) for prompt_values, store in zip(prompts.values, node_values)]
+    blocks = [slice(low, high + 1) for low, high in zip(first, last, strict=True)]
+    keys = [
+        torch.cat([prompt_keys] + [store[:, :, block] for block in blocks], dim=2)
+        for prompt_keys, store in zip(prompts.keys, node_keys, strict=True)
+    ]
+    values = [
+        torch.cat([prompt_values] + [store[:, :, block] for block in blocks], dim=2)
+        for prompt_values, store in zip(prompts.values, node_values, strict=True)
+    ]
     prompt_width, num_nodes = prompts.attention_mask.shape[1], len(nodes)
-    block_starts = prompt_width + torch.tensor([0] + [b.stop - b.start for b in blocks], device=nodes.device).cumsum(0)
+    block_starts = prompt_width + torch.tensor(
+        [0] + [b.stop - b.start for b in blocks], device=nodes.device
+    ).cumsum(0)
     cached = int(block_starts[-1])
-    tree = torch.zeros(num_nodes, cached - prompt_width + num_nodes, dtype=torch.bool, device=nodes.device)
+    tree = torch.zeros(
+        num_nodes, cached - prompt_width + num_nodes, dtype=torch.bool, device=nodes.device
+    )
     if depth > 1:
-        tree.scatter_(1, block_starts[:-1] - prompt_width + ancestors - torch.tensor(first, device=nodes.device), True)
+        tree.scatter_(
+            1,
+            block_starts[:-1] - prompt_width + ancestors - torch.tensor(first, device=nodes.device),
+            True,
+        )
     tree[torch.arange(num_nodes), cached - prompt_width + torch.arange(num_nodes)] = True
     batch_size = prompts.attention_mask.shape[0]
-    visible = torch.cat([prompt_visibility(prompts, num_nodes), tree.expand(batch_size, -1, -1)], dim=2)
+    visible = torch.cat(
+        [prompt_visibility(prompts, num_nodes), tree.expand(batch_size, -1, -1)], dim=2
+    )
     return cache_from(model, keys, values), visible
 
 
 def _score_children(
-    trie: ItemTrie, node_scores: Tensor, prompt: Tensor, parents: Tensor, logits: Tensor, renormalize: bool
+    trie: ItemTrie,
+    node_scores: Tensor,
+    prompt: Tensor,
+    parents: Tensor,
+    logits: Tensor,
+    renormalize: bool,
 ) -> None:
     """Sets ``node_scores[prompt, child] = node_scores[prompt, parent] + log p(child | parent)``
     for every child of every ``(prompt[r], parents[r])`` pair, ``logits`` ``[R, V]`` being the

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+
 @dataclass
 class EncodedPrompts:
     """The prompts after one forward: their cache and the logits at their last token."""
@@ -48,8 +49,8 @@ def check_prompts(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
         raise ValueError(
-            f"input_ids must be [B, T] and attention_mask the same shape; got {tuple(input_ids.shape)} "
-            f"and {tuple(attention_mask.shape)}"
+            "input_ids must be [B, T] and attention_mask the same shape; got "
+            f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
         )
     if input_ids.shape[1] == 0:
         raise ValueError("empty prompt: input_ids has zero length (T = 0)")
@@ -59,11 +60,14 @@ def check_prompts(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     lengths = mask.sum(dim=1)
     empty_rows = (lengths == 0).nonzero().flatten()
     if empty_rows.numel():
-        raise ValueError(f"empty prompt: attention_mask rows {empty_rows[:10].tolist()} are all padding")
+        raise ValueError(
+            f"empty prompt: attention_mask rows {empty_rows[:10].tolist()} are all padding"
+        )
     not_left_padded = (mask[:, 1:] < mask[:, :-1]).any(dim=1).nonzero().flatten()
     if not_left_padded.numel():
         raise ValueError(
-            f"prompts must be left-padded (mask 0..0 1..1); rows {not_left_padded[:10].tolist()} are not"
+            "prompts must be left-padded (mask 0..0 1..1); rows "
+            f"{not_left_padded[:10].tolist()} are not"
         )
     return lengths
 
@@ -76,14 +80,16 @@ def check_fits_model(model: nn.Module, lengths: Tensor, new_tokens: int, max_tok
     if max_positions is not None and longest + new_tokens > max_positions:
         row = int(lengths.argmax())
         raise ValueError(
-            f"prompt row {row} has {longest} tokens; with {new_tokens} code tokens it exceeds the model's "
-            f"max_position_embeddings={max_positions} (prompts may hold at most {max_positions - new_tokens})"
+            f"prompt row {row} has {longest} tokens; with {new_tokens} code tokens it exceeds the "
+            f"model's max_position_embeddings={max_positions} (prompts may hold at most "
+            f"{max_positions - new_tokens})"
         )
     vocab_size = model_vocab_size(model)
     if max_token_id >= vocab_size:
         raise ValueError(
-            f"the codes use token id {max_token_id} but the model's vocabulary has only {vocab_size} tokens; "
-            "add the code tokens to the tokenizer and resize the model's embeddings"
+            f"the codes use token id {max_token_id} but the model's vocabulary has only "
+            f"{vocab_size} tokens; add the code tokens to the tokenizer and resize the model's "
+            "embeddings"
         )
 
 
@@ -130,7 +136,9 @@ def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) 
     )
 
 
-def tree_forward(model: nn.Module, cache: DynamicCache, tokens: Tensor, positions: Tensor, visible: Tensor) -> Tensor:
+def tree_forward(
+    model: nn.Module, cache: DynamicCache, tokens: Tensor, positions: Tensor, visible: Tensor
+) -> Tensor:
     """Runs ``tokens`` after ``cache``, each token seeing exactly the keys that ``visible`` allows.
 
     Args:
@@ -159,7 +167,7 @@ def tree_forward(model: nn.Module, cache: DynamicCache, tokens: Tensor, position
 
 def cache_from(model: nn.Module, keys: list[Tensor], values: list[Tensor]) -> DynamicCache:
     """A cache holding the given per-layer keys and values ``[B, kv_heads, P, head_dim]``."""
-    return DynamicCache(ddp_cache_data=list(zip(keys, values)), config=model.config)
+    return DynamicCache(ddp_cache_data=list(zip(keys, values, strict=True)), config=model.config)
 
 
 def prompt_visibility(prompts: EncodedPrompts, num_queries: int) -> Tensor:

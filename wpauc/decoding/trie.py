@@ -38,7 +38,7 @@ class ItemTrie:
     node_item: Tensor
     """``[num_nodes]`` catalog index of the item whose code ends at the node, -1 for inner nodes."""
     child_offsets: Tensor
-    """``[num_nodes + 1]`` children of node n are the nodes ``child_offsets[n]:child_offsets[n+1]``."""
+    """``[num_nodes + 1]`` children of node n: nodes ``child_offsets[n]:child_offsets[n+1]``."""
     level_offsets: Tensor
     """``[max_code_length + 2]`` nodes of depth d are ``level_offsets[d]:level_offsets[d+1]``."""
     item_leaf: Tensor
@@ -48,7 +48,7 @@ class ItemTrie:
     item_code_lengths: Tensor
     """``[N]`` code length of each item."""
     edge_keys: Tensor
-    """``[num_nodes - 1]`` sorted ``parent * (max_token_id + 1) + token`` of nodes 1.., for :meth:`step`."""
+    """``[num_nodes - 1]`` sorted ``parent * (max_token_id + 1) + token`` of nodes 1.. (step)."""
 
     @classmethod
     def from_codes(cls, codes: Sequence[Sequence[int]]) -> ItemTrie:
@@ -59,11 +59,15 @@ class ItemTrie:
                 code, or a code that is a proper prefix of another (the item indices are named).
         """
         if len(codes) == 0:
-            raise ValueError("ItemTrie.from_codes: `codes` is empty; the catalog needs at least one item")
+            raise ValueError(
+                "ItemTrie.from_codes: `codes` is empty; the catalog needs at least one item"
+            )
         lengths = torch.tensor([len(code) for code in codes], dtype=torch.long)
         empty = (lengths == 0).nonzero().flatten()
         if empty.numel():
-            raise ValueError(f"ItemTrie.from_codes: item(s) {empty[:10].tolist()} have an empty code")
+            raise ValueError(
+                f"ItemTrie.from_codes: item(s) {empty[:10].tolist()} have an empty code"
+            )
         num_items, max_length = len(codes), int(lengths.max())
         padded = torch.full((num_items, max_length), -1, dtype=torch.long)
         for item, code in enumerate(codes):
@@ -72,10 +76,15 @@ class ItemTrie:
         negative = ((padded < 0) & inside_code).any(dim=1)
         if negative.any():
             item = int(negative.nonzero()[0])
-            raise ValueError(f"ItemTrie.from_codes: item {item} has a negative token id in code {list(codes[item])}")
+            raise ValueError(
+                f"ItemTrie.from_codes: item {item} has a negative token id in code "
+                f"{list(codes[item])}"
+            )
 
         parents, tokens, depths = [torch.tensor([-1])], [torch.tensor([-1])], [torch.tensor([0])]
-        item_node = torch.zeros(num_items, dtype=torch.long)  # node of each item's prefix at the current depth
+        item_node = torch.zeros(
+            num_items, dtype=torch.long
+        )  # node of each item's prefix at the current depth
         item_leaf = torch.full((num_items,), -1, dtype=torch.long)
         level_offsets = [0, 1]
         for depth in range(1, max_length + 1):
@@ -143,7 +152,9 @@ class ItemTrie:
         """The same trie with its tensors on ``device`` (``self`` when already there)."""
         if torch.device(device) == self.device:
             return self
-        return ItemTrie(**{field.name: getattr(self, field.name).to(device) for field in fields(self)})
+        return ItemTrie(
+            **{field.name: getattr(self, field.name).to(device) for field in fields(self)}
+        )
 
     def is_leaf(self, nodes: Tensor) -> Tensor:
         """``[K] -> [K]`` bool: whether each node is a full code."""
@@ -163,13 +174,20 @@ class ItemTrie:
         max_token = self.max_token_id
         keys = nodes * (max_token + 1) + tokens
         position = torch.searchsorted(self.edge_keys, keys).clamp(max=self.edge_keys.numel() - 1)
-        found = (nodes >= 0) & (tokens >= 0) & (tokens <= max_token) & (self.edge_keys[position] == keys)
+        found = (
+            (nodes >= 0)
+            & (tokens >= 0)
+            & (tokens <= max_token)
+            & (self.edge_keys[position] == keys)
+        )
         return torch.where(found, position + 1, -1)
 
     def allowed_mask(self, nodes: Tensor, vocab_size: int) -> Tensor:
         """``[K] -> [K, vocab_size]`` bool: the tokens that continue each node's prefix."""
         if vocab_size <= self.max_token_id:
-            raise ValueError(f"vocab_size={vocab_size} cannot hold the trie's token id {self.max_token_id}")
+            raise ValueError(
+                f"vocab_size={vocab_size} cannot hold the trie's token id {self.max_token_id}"
+            )
         rows, child_nodes = self.children(nodes)
         mask = torch.zeros(nodes.numel(), vocab_size, dtype=torch.bool, device=nodes.device)
         mask[rows, self.node_token[child_nodes]] = True
@@ -182,7 +200,9 @@ class ItemTrie:
             prompt_length: length of the (padded) prompt; tokens after it are the generated code.
         """
         allowed: dict[tuple[int, ...], list[int]] = {}
-        for code, length in zip(self.item_codes.tolist(), self.item_code_lengths.tolist()):
+        for code, length in zip(
+            self.item_codes.tolist(), self.item_code_lengths.tolist(), strict=True
+        ):
             for depth in range(length):
                 tokens = allowed.setdefault(tuple(code[:depth]), [])
                 if code[depth] not in tokens:
@@ -206,19 +226,23 @@ def concat_ranges(starts: Tensor, ends: Tensor) -> tuple[Tensor, Tensor]:
 def _check_code_ends_at_leaf(
     codes: Sequence[Sequence[int]], items: Tensor, prefix_ids: Tensor, ends_here: Tensor
 ) -> None:
-    """Raises when an item whose code ends at this depth shares its prefix node with another item."""
+    """Raises when an item whose code ends at this depth shares its node with another item."""
     shared = torch.bincount(prefix_ids)[prefix_ids] > 1
     clash = (ends_here & shared).nonzero().flatten()
     if clash.numel() == 0:
         return
     first = int(clash[0])
-    other = int(((prefix_ids == prefix_ids[first]) & (torch.arange(len(items)) != first)).nonzero()[0])
+    other = int(
+        ((prefix_ids == prefix_ids[first]) & (torch.arange(len(items)) != first)).nonzero()[0]
+    )
     item, other_item = int(items[first]), int(items[other])
     if bool(ends_here[other]):
         raise ValueError(
-            f"ItemTrie.from_codes: items {item} and {other_item} have the same code {list(codes[item])}"
+            f"ItemTrie.from_codes: items {item} and {other_item} have the same code "
+            f"{list(codes[item])}"
         )
     raise ValueError(
-        f"ItemTrie.from_codes: the code of item {item} {list(codes[item])} is a prefix of the code of "
-        f"item {other_item} {list(codes[other_item])}; codes must be prefix-free (end titles with an end token)"
+        f"ItemTrie.from_codes: the code of item {item} {list(codes[item])} is a prefix of the "
+        f"code of item {other_item} {list(codes[other_item])}; codes must be prefix-free (end "
+        "titles with an end token)"
     )
