@@ -32,15 +32,17 @@ class WpaucCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
 
 
-def run_cli(args: list[str] | None = None) -> WpaucCLI:
+def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
     """Run ``wpauc`` with ``args`` (default: the command line); returns the CLI object, whose
-    ``trainer``, ``model`` and ``datamodule`` stay inspectable (tests and experiments use it)."""
+    ``trainer``, ``model`` and ``datamodule`` stay inspectable (tests and experiments use it).
+    ``run=False`` only parses and instantiates (``args`` then hold no subcommand)."""
     return WpaucCLI(
         RecommenderModule,
         RecDataModule,
         parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
         args=args,
+        run=run,
     )
 
 

@@ -53,7 +53,8 @@ class RecommenderModule(L.LightningModule):
             report (HR@K and NDCG@K only; AUC and WPAUC need the full ranking).
         eval_num_beams: Beam width of the beam protocol and of ``predict``.
         eval_top_k: The K of the reported HR@K and NDCG@K.
-        eval_windows: FPR windows ``(alpha, d)`` of the reported WPAUC values.
+        eval_windows: FPR windows ``(alpha, d)`` of the reported WPAUC values (logged as
+            ``wpauc@[alpha,alpha+d]``); a TAWin objective's own window is added to them.
         renormalize: Score items by log-probs renormalised over the allowed continuations
             at each step instead of raw log-probs (evaluation and prediction).
         seed: Seed of the RL rollouts' randomness (negative sampling), combined with the
@@ -96,9 +97,6 @@ class RecommenderModule(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self.reference = None
         self.trie: ItemTrie | None = None
-        windows = [tuple(w) for w in eval_windows]
-        self.val_metrics = RankingMetrics(top_k=list(eval_top_k), windows=windows, prefix="val/")
-        self.test_metrics = RankingMetrics(top_k=list(eval_top_k), windows=windows, prefix="test/")
 
     # ------------------------------------------------------------------ building
     def build(self, datamodule) -> None:
@@ -111,10 +109,24 @@ class RecommenderModule(L.LightningModule):
         datamodule.setup("fit")
         self.policy = self.policy_builder.build(datamodule.tokenizer, datamodule.item_codes)
         self.trie = ItemTrie.from_codes(datamodule.item_codes)
+        windows = self._evaluation_windows(self.trie.num_items - 1)
+        top_k = list(self.hparams.eval_top_k)
+        self.val_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="val/")
+        self.test_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="test/")
         if self.hparams.init_from:
             self._load_policy_weights(self.hparams.init_from)
         if self.objective is not None and self.objective.beta > 0:
             self.reference = ReferenceModel(self.policy)
+
+    def _evaluation_windows(self, num_negatives: int) -> list[tuple[float, float]]:
+        """``eval_windows`` plus the objective's own window (TAWin), so its target is logged."""
+        windows = [tuple(float(x) for x in window) for window in self.hparams.eval_windows]
+        window_fractions = getattr(self.objective, "window_fractions", None)
+        if window_fractions is not None:
+            objective_window = tuple(float(x) for x in window_fractions(num_negatives))
+            if objective_window not in windows:
+                windows.append(objective_window)
+        return windows
 
     def configure_model(self) -> None:
         self.build(self.trainer.datamodule)
