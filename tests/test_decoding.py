@@ -431,9 +431,13 @@ def parameter_gradients(
     return [parameter.grad.clone() for parameter in model.parameters() if parameter.requires_grad]
 
 
-@pytest.mark.parametrize("length", [1, 4])
-def test_completion_logprobs_equal_per_sequence_forward_values_and_gradients(length):
+@pytest.mark.parametrize(
+    ("length", "checkpointing"), [(1, False), (4, False), (4, True)], ids=["L1", "L4", "L4-ckpt"]
+)
+def test_completion_logprobs_equal_per_sequence_forward_values_and_gradients(length, checkpointing):
     model = tiny_model().train()
+    if checkpointing:  # as the pretrained-policy configs may set: no cache can be used
+        model.gradient_checkpointing_enable()
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
     completions, completion_mask = random_group(len(PROMPT_LENGTHS), 5, length)
     weights = torch.randn(completions.shape, generator=torch.Generator().manual_seed(0))

@@ -1,18 +1,12 @@
 """Differentiable per-token log-probabilities of a group of completions per prompt, with each
-prompt encoded once and shared by its group."""
+prompt computed once and shared by its group."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from wpauc.decoding.shared_prefix import (
-    check_fits_model,
-    check_prompts,
-    encode_prompts,
-    prompt_visibility,
-    tree_forward,
-)
+from wpauc.decoding.shared_prefix import check_fits_model, check_prompts, tree_forward
 
 
 def completion_logprobs(
@@ -24,12 +18,13 @@ def completion_logprobs(
 ) -> Tensor:
     """``[B, G, L]`` log-probability of each completion token given its prompt and earlier tokens.
 
-    The prompts go through the model once; then all G completions of a prompt run as one row on
-    its cache (tree attention: each token sees the prompt and its own completion's earlier
-    tokens), so gradients from all G members flow back through the one prompt encoding.
-    The result equals (values and gradients) the forward of every ``prompt + completion``
-    separately. The model's train/eval mode is left as it is; call under ``torch.no_grad()`` for
-    a reference model.
+    Row b of one forward holds prompt b followed by the first L - 1 tokens of its G completions
+    one after another; a 4-D attention mask (tree attention) lets each completion token see the
+    prompt and its own completion's earlier tokens only, at the position it has in its own
+    sequence. So each prompt is computed once and gradients from all G members flow back
+    through it, and the result equals (values and gradients) the forward of every
+    ``prompt + completion`` separately. No cache is used, so gradient checkpointing works. The
+    model's train/eval mode is left as it is; call under ``torch.no_grad()`` for a reference.
 
     Args:
         model: a Hugging Face causal LM (a peft-wrapped one too).
@@ -65,28 +60,43 @@ def completion_logprobs(
     batch_size, group_size, length = tokens.shape
     check_fits_model(model, lengths, length, int(tokens.max()))
 
-    prompts = encode_prompts(model, input_ids, attention_mask)
-    log_probs = [_picked_log_probs(prompts.last_logits, tokens[:, :, 0]).unsqueeze(-1)]  # [B, G, 1]
-    if length > 1:
-        # row b holds the first L - 1 tokens of its G completions one after another
-        fed = length - 1
-        inputs = tokens[:, :, :-1].reshape(batch_size, group_size * fed)
-        offsets = torch.arange(fed, device=tokens.device).repeat(group_size)
-        own_earlier = torch.block_diag(
-            *[torch.ones(fed, fed, dtype=torch.bool, device=tokens.device).tril()] * group_size
-        )
-        visible = torch.cat(
-            [prompt_visibility(prompts, group_size * fed), own_earlier.expand(batch_size, -1, -1)],
-            dim=2,
-        )
-        logits = tree_forward(
-            model, prompts.cache, inputs, prompts.lengths[:, None] + offsets, visible
-        )
-        following = _picked_log_probs(
-            logits.view(batch_size, group_size, fed, -1), tokens[:, :, 1:, None]
-        )
-        log_probs.append(following.squeeze(-1))
-    return torch.cat(log_probs, dim=2).masked_fill(~completion_mask, 0.0)
+    fed = length - 1  # the last token of a completion predicts nothing
+    inputs = torch.cat([input_ids, tokens[:, :, :-1].reshape(batch_size, group_size * fed)], dim=1)
+    prompt_positions = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    offsets = torch.arange(fed, device=tokens.device).repeat(group_size)
+    positions = torch.cat([prompt_positions, lengths[:, None] + offsets], dim=1)
+    visible = _group_visibility(attention_mask.bool(), group_size, fed)
+    # logits of the prompt's last token and of every fed completion token
+    logits = tree_forward(
+        model, None, inputs, positions, visible, logits_to_keep=group_size * fed + 1
+    )
+    first = _picked_log_probs(logits[:, 0], tokens[:, :, 0])  # [B, G]
+    vocab_size = logits.shape[-1]
+    following = _picked_log_probs(
+        logits[:, 1:].view(batch_size, group_size, fed, vocab_size), tokens[:, :, 1:, None]
+    ).squeeze(-1)
+    log_probs = torch.cat([first.unsqueeze(-1), following], dim=2)
+    return log_probs.masked_fill(~completion_mask, 0.0)
+
+
+def _group_visibility(prompt_mask: Tensor, group_size: int, fed: int) -> Tensor:
+    """``[B, T + G * fed, T + G * fed]`` bool: who attends to whom in a prompt + group row.
+
+    Prompt tokens see the real prompt tokens up to themselves (padding sees only itself, which
+    keeps its softmax finite); completion tokens see the real prompt tokens and their own
+    completion's tokens up to themselves.
+    """
+    batch_size, prompt_width = prompt_mask.shape
+    width = prompt_width + group_size * fed
+    device = prompt_mask.device
+    visible = torch.zeros(batch_size, width, width, dtype=torch.bool, device=device)
+    causal = torch.ones(prompt_width, prompt_width, dtype=torch.bool, device=device).tril()
+    itself = torch.eye(prompt_width, dtype=torch.bool, device=device)
+    visible[:, :prompt_width, :prompt_width] = (causal & prompt_mask[:, None, :]) | itself
+    visible[:, prompt_width:, :prompt_width] = prompt_mask[:, None, :]
+    own_earlier = torch.ones(fed, fed, dtype=torch.bool, device=device).tril()
+    visible[:, prompt_width:, prompt_width:] = torch.block_diag(*[own_earlier] * group_size)
+    return visible
 
 
 def _picked_log_probs(logits: Tensor, index: Tensor) -> Tensor:

@@ -137,30 +137,42 @@ def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) 
 
 
 def tree_forward(
-    model: nn.Module, cache: DynamicCache, tokens: Tensor, positions: Tensor, visible: Tensor
+    model: nn.Module,
+    cache: DynamicCache | None,
+    tokens: Tensor,
+    positions: Tensor,
+    visible: Tensor,
+    logits_to_keep: int = 0,
 ) -> Tensor:
-    """Runs ``tokens`` after ``cache``, each token seeing exactly the keys that ``visible`` allows.
+    """Runs ``tokens`` (after ``cache``), each token seeing exactly the keys ``visible`` allows.
 
     Args:
-        model: the causal LM that built ``cache``.
-        cache: ``P`` cached tokens per row; the new tokens are appended to it.
+        model: the causal LM (that built ``cache``).
+        cache: ``P`` cached tokens per row, to which the new tokens are appended; ``None`` runs
+            without a cache (``P = 0``; works under gradient checkpointing).
         tokens: ``[B, Q]`` new tokens.
         positions: ``[B, Q]`` their positions in their own sequences.
         visible: ``[B, Q, P + Q]`` bool, which cached and new tokens each new token attends to
             (it must at least see itself).
+        logits_to_keep: return the logits of the last ``logits_to_keep`` tokens only (0: all).
 
     Returns:
-        ``[B, Q, V]`` float32 logits.
+        ``[B, Q or logits_to_keep, V]`` float32 logits.
     """
-    dtype = cache.layers[0].keys.dtype
+    dtype = model.get_input_embeddings().weight.dtype
     additive_mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
     additive_mask.masked_fill_(~visible, torch.finfo(dtype).min)
+    cache_arguments = (
+        {"use_cache": False}
+        if cache is None
+        else {"use_cache": True, _cache_argument(model): cache}
+    )
     output = model(
         input_ids=tokens,
         attention_mask=additive_mask[:, None],
         position_ids=positions,
-        use_cache=True,
-        **{_cache_argument(model): cache},
+        logits_to_keep=logits_to_keep,
+        **cache_arguments,
     )
     return output.logits.float()
 
