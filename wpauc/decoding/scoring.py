@@ -136,8 +136,11 @@ def _chunk_cache(
     ancestors in consecutive blocks). Returns ``(cache, visible [B, K, P + K])``.
     """
     ancestors = inner_index[_ancestors(trie, nodes, depth - 1)]  # [K, depth - 1] node-cache columns
-    first, last = ancestors.min(dim=0).values.tolist(), ancestors.max(dim=0).values.tolist()
-    blocks = [slice(low, high + 1) for low, high in zip(first, last, strict=True)]
+    low, high = ancestors.min(dim=0).values, ancestors.max(dim=0).values
+    sizes = high - low + 1
+    blocks = [
+        slice(first, last + 1) for first, last in zip(low.tolist(), high.tolist(), strict=True)
+    ]
     keys = [
         torch.cat([prompt_keys] + [store[:, :, block] for block in blocks], dim=2)
         for prompt_keys, store in zip(prompts.keys, node_keys, strict=True)
@@ -146,21 +149,11 @@ def _chunk_cache(
         torch.cat([prompt_values] + [store[:, :, block] for block in blocks], dim=2)
         for prompt_values, store in zip(prompts.values, node_values, strict=True)
     ]
-    prompt_width, num_nodes = prompts.attention_mask.shape[1], len(nodes)
-    block_starts = prompt_width + torch.tensor(
-        [0] + [b.stop - b.start for b in blocks], device=nodes.device
-    ).cumsum(0)
-    cached = int(block_starts[-1])
-    tree = torch.zeros(
-        num_nodes, cached - prompt_width + num_nodes, dtype=torch.bool, device=nodes.device
-    )
-    if depth > 1:
-        tree.scatter_(
-            1,
-            block_starts[:-1] - prompt_width + ancestors - torch.tensor(first, device=nodes.device),
-            True,
-        )
-    tree[torch.arange(num_nodes), cached - prompt_width + torch.arange(num_nodes)] = True
+    # after the prompt: each node sees its ancestors in their blocks, then itself
+    num_nodes, num_cached = len(nodes), int(sizes.sum())
+    tree = torch.zeros(num_nodes, num_cached + num_nodes, dtype=torch.bool, device=nodes.device)
+    tree.scatter_(1, (sizes.cumsum(0) - sizes) + ancestors - low, True)
+    tree[:, num_cached:] = torch.eye(num_nodes, dtype=torch.bool, device=nodes.device)
     batch_size = prompts.attention_mask.shape[0]
     visible = torch.cat(
         [prompt_visibility(prompts, num_nodes), tree.expand(batch_size, -1, -1)], dim=2

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ItemTrie:
     """Prefix tree of N prefix-free item codes. Build it with :meth:`from_codes`.
 
@@ -195,6 +195,9 @@ class ItemTrie:
 
     def prefix_allowed_tokens_fn(self, prompt_length: int) -> Callable[[int, Tensor], list[int]]:
         """The trie as Hugging Face ``generate``'s ``prefix_allowed_tokens_fn`` (for parity runs).
+
+        It answers for strict prefixes of codes (the empty list elsewhere, which ``generate``
+        rejects), so use it with ``max_new_tokens = min_new_tokens =`` the (fixed) code length.
 
         Args:
             prompt_length: length of the (padded) prompt; tokens after it are the generated code.
