@@ -314,7 +314,8 @@ class RecommenderModule(L.LightningModule):
         metrics.reset()
         if self.hparams.eval_protocol == "beam":
             values = {k: v for k, v in values.items() if "/hr@" in k or "/ndcg@" in k}
-        self.log_dict(values, sync_dist=False)  # already synced: sum states
+        # Values are already global (summed states); sync_dist only averages identical numbers.
+        self.log_dict(values, sync_dist=True)
         if self._eval_ranks:
             self._log_histogram(f"{stage}/positive_rank", torch.cat(self._eval_ranks))
         self._log_hit_rate_figure(values, stage)
