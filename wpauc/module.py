@@ -356,13 +356,11 @@ class RecommenderModule(L.LightningModule):
         writer = self._tensorboard()
         if writer is None or not self.trainer.is_global_zero:
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # not pyplot: leaves the session's backend alone
 
         ks = sorted(self.hparams.eval_top_k)
-        figure, axis = plt.subplots(figsize=(4, 3))
+        figure = Figure(figsize=(4, 3))
+        axis = figure.subplots()
         for name in ("hr", "ndcg"):
             axis.plot(ks, [float(values[f"{stage}/{name}@{k}"]) for k in ks], marker="o", label=name.upper())
         axis.set_xscale("log")
@@ -371,5 +369,5 @@ class RecommenderModule(L.LightningModule):
         axis.set_title(f"{stage}: HR@K and NDCG@K")
         axis.legend()
         figure.tight_layout()
-        writer.add_figure(f"{stage}/metrics_at_k", figure, self.global_step, close=True)
+        writer.add_figure(f"{stage}/metrics_at_k", figure, self.global_step, close=False)
 
