@@ -15,7 +15,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
-from test_prepare import CATEGORY, STEM, read_split, write_raw_files
+from tests.test_prepare import CATEGORY, STEM, read_split, write_raw_files
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
