@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor
 
+from wpauc.metrics.functional import validate_window
+
 RANK_TOLERANCE = 1e-9
 """Slack when turning a fraction of the catalog into a rank: `ceil(0.1 * 30)` must be 3,
 not the 4 that floating point gives (0.1 * 30 == 3.0000000000000004). Products within this
@@ -75,13 +77,12 @@ def grpo_advantages(
 
 
 def check_window(alpha: float, d: float, owner: str = "window") -> None:
-    """Raise ValueError, naming `owner` and the key, unless 0 <= alpha, 0 < d, alpha + d <= 1."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"{owner}: alpha must be in [0, 1], got {alpha}")
-    if not 0.0 < d <= 1.0:
-        raise ValueError(f"{owner}: d must be in (0, 1], got {d}")
-    if alpha + d > 1.0 + RANK_TOLERANCE:
-        raise ValueError(f"{owner}: alpha + d must be <= 1, got alpha={alpha}, d={d}")
+    """Raise ValueError, naming `owner` and the key, unless 0 <= alpha, 0 < d, alpha + d <= 1
+    (the metrics' own window check, so objectives and metrics accept the same windows)."""
+    try:
+        validate_window(alpha, d)
+    except ValueError as error:
+        raise ValueError(f"{owner}: {error}") from None
 
 
 def rank_ceil(fraction: float, num_negatives: int) -> int:
