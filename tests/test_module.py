@@ -192,7 +192,21 @@ def test_non_finite_loss_names_the_step_and_the_term(tmp_path, monkeypatch):
         ("--model.eval_protocol=sampled", "eval_protocol"),
     ],
 )
-def test_invalid_settings_fail_at_config_time_naming_the_key(tmp_path, override, key):
+def test_invalid_settings_fail_at_config_time_naming_the_key(tmp_path, capsys, override, key):
+    # The CLI raises (instantiation) or prints the parse error and exits; both name the key.
     with pytest.raises((ValueError, SystemExit)) as error:
-        run_cli(tiny_args(tmp_path, override, "--trainer.max_epochs=1", subcommand="fit"))
-    assert key in str(error.value) or error.type is SystemExit
+        run_cli(tiny_args(tmp_path, override, "--trainer.max_epochs=1"))
+    assert key in str(error.value) + capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("--model.objective.init_args.target_k=64", "target_k"),  # 63 negatives
+        ("--model.objective.init_args.window_width=62", "window_width"),  # ranks [2, 64) > 63
+    ],
+)
+def test_settings_that_do_not_fit_the_catalog_fail_before_training(tmp_path, override, key):
+    with pytest.raises(ValueError, match=rf"model.objective: TAWinWPAUC: {key}") as error:
+        run_cli(tiny_args(tmp_path, override, "--trainer.max_epochs=1"))
+    assert error.traceback[-1].name != "training_step"

@@ -109,6 +109,11 @@ class RecommenderModule(L.LightningModule):
         datamodule.setup("fit")
         self.policy = self.policy_builder.build(datamodule.tokenizer, datamodule.item_codes)
         self.trie = ItemTrie.from_codes(datamodule.item_codes)
+        if self.objective is not None:
+            try:
+                self.objective.check_catalog(self.trie.num_items)
+            except ValueError as error:
+                raise ValueError(f"model.objective: {error}") from None
         windows = self._evaluation_windows(self.trie.num_items - 1)
         top_k = list(self.hparams.eval_top_k)
         self.val_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="val/")

@@ -183,6 +183,7 @@ class Objective(ABC):
             raise ValueError(
                 f"{type(self).__name__}.rollout: target holds indices outside [0, {num_items})"
             )
+        self.check_catalog(num_items)
         group = self._build_group(policy, input_ids, attention_mask, target, trie, generator)
         advantages = grpo_advantages(
             group.rewards,
@@ -192,6 +193,11 @@ class Objective(ABC):
         )
         stats = {**group.stats, **_group_stats(group.rewards, advantages, group.member_mask)}
         return Rollout(group.items, advantages, group.member_mask, group.rewards, stats)
+
+    def check_catalog(self, num_items: int) -> None:
+        """Raise ValueError naming the key when the settings cannot work on a catalog of
+        `num_items` items. Runs at every rollout and, through the LightningModule, as soon as
+        the catalog is loaded, so a bad setting fails before any training."""
 
     @abstractmethod
     def _build_group(
@@ -307,6 +313,13 @@ class GRPOAUC(Objective):
         self.temperature = temperature
         self.replacement = replacement
 
+    def check_catalog(self, num_items: int) -> None:
+        if not self.replacement and self.num_negatives > num_items - 1:
+            raise self._config_error(
+                "num_negatives",
+                f"= {self.num_negatives} exceeds the {num_items - 1} negatives of the catalog",
+            )
+
     def _build_group(
         self,
         policy: nn.Module,
@@ -317,11 +330,6 @@ class GRPOAUC(Objective):
         generator: torch.Generator | None,
     ) -> _Group:
         num_items = int(trie.num_items)
-        if not self.replacement and self.num_negatives > num_items - 1:
-            raise self._config_error(
-                "num_negatives",
-                f"= {self.num_negatives} exceeds the {num_items - 1} negatives of the catalog",
-            )
         stats: dict[str, Tensor] = {}
         if self.sampler == "uniform":
             logits = torch.zeros(target.shape[0], num_items, device=target.device)
@@ -357,6 +365,14 @@ class BeamPAUC(Objective):
             raise self._config_error("num_negatives", f"must be >= 1, got {num_negatives}")
         self.num_negatives = num_negatives
 
+    def check_catalog(self, num_items: int) -> None:
+        width = self.num_negatives + 1
+        if width > num_items:
+            raise self._config_error(
+                "num_negatives",
+                f"= {self.num_negatives} needs beam width {width} > the catalog's {num_items} items",
+            )
+
     def _build_group(
         self,
         policy: nn.Module,
@@ -366,15 +382,8 @@ class BeamPAUC(Objective):
         trie: ItemTrie,
         generator: torch.Generator | None,
     ) -> _Group:
-        width = self.num_negatives + 1
-        if width > int(trie.num_items):
-            raise self._config_error(
-                "num_negatives",
-                f"= {self.num_negatives} needs beam width {width} > the catalog's "
-                f"{int(trie.num_items)} items",
-            )
         negatives, _, _, stats = self._beam_negatives(
-            policy, input_ids, attention_mask, target, trie, width
+            policy, input_ids, attention_mask, target, trie, self.num_negatives + 1
         )
         return _positive_first_group(target, negatives, stats)
 
@@ -516,6 +525,10 @@ class TAWinWPAUC(Objective):
                 f"width {width}",
             )
 
+    def check_catalog(self, num_items: int) -> None:
+        _, hi = self.window_ranks(num_items - 1)
+        self._check_beam_width(self._beam_width(hi, num_items))
+
     def _build_group(
         self,
         policy: nn.Module,
@@ -528,7 +541,6 @@ class TAWinWPAUC(Objective):
         num_items = int(trie.num_items)
         lo, hi = self.window_ranks(num_items - 1)
         width = self._beam_width(hi, num_items)
-        self._check_beam_width(width)
         negatives, negative_scores, positive_score, stats = self._beam_negatives(
             policy, input_ids, attention_mask, target, trie, width
         )
@@ -617,6 +629,12 @@ class RankAwareReward(Objective):
         self.num_beams = num_beams
         self.positive_only_if_generated = positive_only_if_generated
 
+    def check_catalog(self, num_items: int) -> None:
+        if self.num_beams > num_items:
+            raise self._config_error(
+                "num_beams", f"= {self.num_beams} exceeds the catalog's {num_items} items"
+            )
+
     def _build_group(
         self,
         policy: nn.Module,
@@ -626,11 +644,6 @@ class RankAwareReward(Objective):
         trie: ItemTrie,
         generator: torch.Generator | None,
     ) -> _Group:
-        if self.num_beams > int(trie.num_items):
-            raise self._config_error(
-                "num_beams",
-                f"= {self.num_beams} exceeds the catalog's {int(trie.num_items)} items",
-            )
         items, _ = decoding.constrained_beam_search(
             policy, input_ids, attention_mask, trie, self.num_beams, renormalize=self.renormalize
         )
