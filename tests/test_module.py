@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from wpauc.cli import run_cli
+from wpauc.decoding import constrained_beam_search
 from wpauc.objectives import Objective
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,3 +213,25 @@ def test_settings_that_do_not_fit_the_catalog_fail_before_training(tmp_path, ove
     with pytest.raises(ValueError, match=rf"model.objective: TAWinWPAUC: {key}") as error:
         run_cli(tiny_args(tmp_path, override, "--trainer.max_epochs=1"))
     assert error.traceback[-1].name != "training_step"
+
+
+def test_predict_writes_top_items_per_test_sample(tmp_path):
+    output = tmp_path / "predictions.jsonl"
+    cli = run_cli(
+        tiny_args(
+            tmp_path,
+            f"--trainer.callbacks.output_path={output}",  # the config's last callback
+            "--model.eval_num_beams=20",
+            subcommand="predict",
+        )
+    )
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    datamodule = cli.datamodule
+    assert len(records) == len(datamodule.dataset("test"))
+    first = records[0]
+    assert len(first["item_ids"]) == 20 and first["scores"] == sorted(first["scores"], reverse=True)
+    batch = datamodule.batch_for([datamodule.data.test[first["sample_index"]]])
+    items, _ = constrained_beam_search(
+        cli.model.policy, batch["input_ids"], batch["attention_mask"], cli.model.trie, 20
+    )
+    assert first["item_ids"] == [datamodule.catalog.item_ids[i] for i in items[0].tolist()]
