@@ -160,17 +160,11 @@ class RecommenderModule(L.LightningModule):
         if self.reference is not None and "reference_state_dict" in checkpoint:
             self.reference.load_state_dict(checkpoint["reference_state_dict"])
 
-    def on_fit_start(self) -> None:
+    def _put_trie_on_device(self) -> None:
+        # The trie is plain tensors, not a submodule: Lightning does not move it.
         self.trie = self.trie.to(self.device)
 
-    def on_validation_start(self) -> None:
-        self.trie = self.trie.to(self.device)
-
-    def on_test_start(self) -> None:
-        self.trie = self.trie.to(self.device)
-
-    def on_predict_start(self) -> None:
-        self.trie = self.trie.to(self.device)
+    on_fit_start = on_validation_start = on_test_start = on_predict_start = _put_trie_on_device
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
