@@ -273,21 +273,28 @@ class RecommenderModule(L.LightningModule):
             self._log_histogram("train/positive_rank_in_rollout", rollout.stats["positive_rank"])
 
     # ------------------------------------------------------------------ evaluation
-    def _ranking_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, N] scores that rank the catalog under the configured protocol."""
-        renormalize = self.hparams.renormalize
-        if self.hparams.eval_protocol == "exact":
-            return score_items(
-                self.policy, batch["input_ids"], batch["attention_mask"], self.trie, renormalize=renormalize
-            )
-        items, scores = constrained_beam_search(
+    def _top_beams(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(items, scores) ``[B, eval_num_beams]`` of constrained beam search, best first."""
+        return constrained_beam_search(
             self.policy,
             batch["input_ids"],
             batch["attention_mask"],
             self.trie,
             self.hparams.eval_num_beams,
-            renormalize=renormalize,
+            renormalize=self.hparams.renormalize,
         )
+
+    def _ranking_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, N] scores that rank the catalog under the configured protocol."""
+        if self.hparams.eval_protocol == "exact":
+            return score_items(
+                self.policy,
+                batch["input_ids"],
+                batch["attention_mask"],
+                self.trie,
+                renormalize=self.hparams.renormalize,
+            )
+        items, scores = self._top_beams(batch)
         full = scores.new_full((items.shape[0], self.trie.num_items), _OUTSIDE_BEAM_SCORE)
         return full.scatter_(1, items, scores)
 
@@ -327,14 +334,7 @@ class RecommenderModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Top ``eval_num_beams`` recommendations per context by constrained beam search."""
-        items, scores = constrained_beam_search(
-            self.policy,
-            batch["input_ids"],
-            batch["attention_mask"],
-            self.trie,
-            self.hparams.eval_num_beams,
-            renormalize=self.hparams.renormalize,
-        )
+        items, scores = self._top_beams(batch)
         return {"sample_index": batch["sample_index"], "items": items, "scores": scores}
 
     # ------------------------------------------------------------------ TensorBoard extras
