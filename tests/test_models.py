@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from wpauc.decoding import ItemTrie, score_items
 from wpauc.models import (
     LoraSettings,
     PolicyBuilder,
@@ -184,6 +185,25 @@ def test_lora_trains_only_adapter_and_code_token_rows(checkpoint, tokenizer, ite
     v_out = config.num_key_value_heads * HIDDEN // config.num_attention_heads
     expected_lora = NUM_LAYERS * 4 * ((HIDDEN + q_out) + (HIDDEN + v_out))
     assert sum(trainable[name].numel() for name in lora_names) == expected_lora
+
+
+def test_lora_policy_with_trainable_code_rows_scores_items(checkpoint, tokenizer, item_codes):
+    # peft wraps the embedding (no `num_embeddings` attribute): decoding must still size it.
+    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(
+        tokenizer, item_codes
+    )
+    perturb_adapter(policy)
+    ids = prompt_ids(item_codes)
+    scores = score_items(policy, ids, torch.ones_like(ids), ItemTrie.from_codes(item_codes))
+    # oracle: one full forward of every prompt + code, summing the code tokens' log-probs
+    with torch.no_grad():
+        for item, code in enumerate(item_codes):
+            sequences = torch.cat([ids, torch.tensor(code).expand(len(ids), -1)], dim=1)
+            log_probs = policy(input_ids=sequences).logits.float().log_softmax(-1)
+            prompt_length = ids.shape[1]
+            next_tokens = sequences[:, prompt_length:, None]
+            picked = log_probs[:, prompt_length - 1 : -1].gather(-1, next_tokens)
+            torch.testing.assert_close(scores[:, item], picked.sum((1, 2)), atol=1e-4, rtol=1e-4)
 
 
 def test_lora_with_embeddings_needs_item_codes(checkpoint, tokenizer):

@@ -84,7 +84,7 @@ def check_fits_model(model: nn.Module, lengths: Tensor, new_tokens: int, max_tok
             f"model's max_position_embeddings={max_positions} (prompts may hold at most "
             f"{max_positions - new_tokens})"
         )
-    vocab_size = model_vocab_size(model)
+    vocab_size = embedding_rows(model)
     if max_token_id >= vocab_size:
         raise ValueError(
             f"the codes use token id {max_token_id} but the model's vocabulary has only "
@@ -93,13 +93,14 @@ def check_fits_model(model: nn.Module, lengths: Tensor, new_tokens: int, max_tok
         )
 
 
-def model_vocab_size(model: nn.Module) -> int:
-    """Number of token ids the model can both read and predict."""
-    sizes = [model.get_input_embeddings().num_embeddings]
+def embedding_rows(model: nn.Module) -> int:
+    """Number of token ids the model can read and emit: the smaller of its input embedding
+    rows and its output (lm_head) rows, which differ only in unusual checkpoints."""
+    rows = model.get_input_embeddings().weight.shape[0]
     output_embeddings = model.get_output_embeddings()
     if output_embeddings is not None:
-        sizes.append(output_embeddings.weight.shape[0])
-    return min(sizes)
+        rows = min(rows, output_embeddings.weight.shape[0])
+    return rows
 
 
 @contextmanager

@@ -7,15 +7,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-
-def embedding_rows(model: nn.Module) -> int:
-    """Number of token ids the model can read and emit: the smaller of its input embedding
-    rows and its output (lm_head) rows, which differ only in unusual checkpoints."""
-    rows = model.get_input_embeddings().weight.shape[0]
-    output_embeddings = model.get_output_embeddings()
-    if output_embeddings is not None:
-        rows = min(rows, output_embeddings.weight.shape[0])
-    return rows
+# One definition for the decoding checks and the model builders (decoding stays free of
+# the models package, whose imports pull in the data layer and Lightning).
+from wpauc.decoding.shared_prefix import embedding_rows
 
 
 def check_vocabulary(
