@@ -258,9 +258,8 @@ class RecommenderModule(L.LightningModule):
 
         for _ in range(objective.num_iterations):
             logp = completion_logprobs(self.policy, input_ids, attention_mask, completions, token_mask)
-            loss, stats = objective.loss(
-                logp, old_logp if old_logp is not None else logp.detach(), ref_logp, rollout, token_mask
-            )
+            # old_logp None (one iteration): policy_loss uses logp.detach(), ratio 1 in value
+            loss, stats = objective.loss(logp, old_logp, ref_logp, rollout, token_mask)
             self._check_finite({"rl/loss": loss, **{f"rl/{k}": v for k, v in stats.items()}})
             self._update(loss)
 
