@@ -32,7 +32,7 @@ from wpauc.objectives.functional import (
     rank_aware_penalties,
     window_bounds,
 )
-from wpauc.objectives.sampling import beam_negatives, sample_negatives
+from wpauc.objectives.sampling import beam_negatives, positive_beam_position, sample_negatives
 
 
 @dataclass
@@ -647,17 +647,13 @@ class RankAwareReward(Objective):
         items, _ = decoding.constrained_beam_search(
             policy, input_ids, attention_mask, trie, self.num_beams, renormalize=self.renormalize
         )
-        is_positive = items == target.unsqueeze(-1)
-        hit = is_positive.any(-1)
-        positions = torch.arange(self.num_beams, device=items.device)
-        stats = {
-            "positive_in_beam": hit.float().mean(),
-            "positive_rank": torch.where(is_positive, positions, self.num_beams).amin(-1),
-        }
+        positive_position = positive_beam_position(items, target)
+        hit = positive_position < self.num_beams
+        stats = {"positive_in_beam": hit.float().mean(), "positive_rank": positive_position}
         if not self.positive_only_if_generated:
             items = items.clone()
             items[~hit, -1] = target[~hit]
-            is_positive = items == target.unsqueeze(-1)
+        is_positive = items == target.unsqueeze(-1)
         penalties = rank_aware_penalties(self.num_beams).to(items.device).expand(items.shape)
         rewards = torch.where(is_positive, 1.0, penalties)
         rewards = rewards * is_positive.any(-1, keepdim=True).float()

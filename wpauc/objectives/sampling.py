@@ -78,12 +78,19 @@ def beam_negatives(
         `positive_position` is the positive's beam position, i.e. the number of negatives
         ranked above it, or W when it is not in the beam (its rank is then >= W).
     """
-    batch, width = beam_items.shape
+    width = beam_items.shape[-1]
     is_positive = beam_items == target.unsqueeze(-1)
     if (is_positive.sum(-1) > 1).any():
         raise ValueError("beam_negatives: a beam list holds the positive more than once")
     # Stable sort on the 0/1 flag keeps the negatives in beam order, the positive last.
     order = torch.sort(is_positive.to(torch.uint8), dim=-1, stable=True).indices[:, : width - 1]
-    positions = torch.arange(width, device=beam_items.device).expand(batch, width)
-    positive_position = torch.where(is_positive, positions, width).amin(-1)
+    positive_position = positive_beam_position(beam_items, target)
     return beam_items.gather(-1, order), beam_scores.gather(-1, order), positive_position
+
+
+def positive_beam_position(beam_items: Tensor, target: Tensor) -> Tensor:
+    """`[B]` beam position of each context's positive in `beam_items` `[B, W]` (best first),
+    i.e. the number of beam items ranked above it, or W when it is not in the beam."""
+    width = beam_items.shape[-1]
+    positions = torch.arange(width, device=beam_items.device)
+    return torch.where(beam_items == target.unsqueeze(-1), positions, width).amin(-1)
