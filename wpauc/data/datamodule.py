@@ -136,9 +136,9 @@ class RecDataModule(LightningDataModule):
         max_eval_samples: evaluate on a seeded random subset of at most this many valid /
             test samples (kept in split order); None uses them all.
         num_workers: DataLoader worker processes.
-        seed: seeds the training shuffle and the evaluation subset. Under DDP, Lightning
-            replaces the training sampler with a DistributedSampler seeded by
-            `seed_everything`.
+        seed: seeds the training shuffle and the evaluation subset. Under DDP the same
+            seeded permutation is shared out across processes (`GlobalBatchSampler`, which
+            Lightning keeps because it is a DistributedSampler).
     """
 
     def __init__(

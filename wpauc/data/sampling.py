@@ -38,6 +38,12 @@ class GlobalBatchSampler(DistributedSampler):
     Yields sample indices for this rank; the DataLoader groups them into batches of
     ``batch_size``. The last global batch may be smaller; it is shared out equally, so up
     to ``world_size - 1`` samples of an epoch are left out under DDP (none in one process).
+
+    Args:
+        num_samples: size of the training split.
+        batch_size: per-process batch size (a global batch is ``batch_size * world_size``).
+        seed: the epoch-``e`` permutation is drawn with seed ``seed + e``.
+        shuffle: False keeps the split order in every epoch.
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, shuffle: bool = True):
@@ -72,7 +78,11 @@ class GlobalBatchSampler(DistributedSampler):
 
 
 class EvalShardSampler(DistributedSampler):
-    """Contiguous-stride shards of an evaluation split, no sample repeated or dropped."""
+    """Contiguous-stride shards of an evaluation split, no sample repeated or dropped.
+
+    Args:
+        num_samples: size of the evaluation split; rank ``r`` gets ``r, r + world_size, ...``.
+    """
 
     def __init__(self, num_samples: int):
         world_size, rank = _world()
