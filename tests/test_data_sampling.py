@@ -4,7 +4,6 @@ shards count every sample once, and the resumable loader skips finished batches.
 from unittest import mock
 
 import pytest
-import torch
 
 from wpauc.data import sampling
 from wpauc.data.sampling import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
