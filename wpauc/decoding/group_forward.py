@@ -6,7 +6,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from wpauc.decoding.shared_prefix import check_fits_model, check_prompts, tree_forward
+from wpauc.decoding.shared_prefix import (
+    check_fits_model,
+    check_prompts,
+    prompt_positions,
+    tree_forward,
+)
 
 
 def completion_logprobs(
@@ -62,9 +67,8 @@ def completion_logprobs(
 
     fed = length - 1  # the last token of a completion predicts nothing
     inputs = torch.cat([input_ids, tokens[:, :, :-1].reshape(batch_size, group_size * fed)], dim=1)
-    prompt_positions = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     offsets = torch.arange(fed, device=tokens.device).repeat(group_size)
-    positions = torch.cat([prompt_positions, lengths[:, None] + offsets], dim=1)
+    positions = torch.cat([prompt_positions(attention_mask), lengths[:, None] + offsets], dim=1)
     visible = _group_visibility(attention_mask.bool(), group_size, fed)
     # logits of the prompt's last token and of every fed completion token
     logits = tree_forward(

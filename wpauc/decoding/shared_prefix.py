@@ -117,12 +117,11 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> EncodedPrompts:
     """One forward of the left-padded prompts; differentiable unless called under no_grad."""
     lengths = attention_mask.long().sum(dim=1)
-    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     output = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=position_ids,
+        position_ids=prompt_positions(attention_mask),
         use_cache=True,
         logits_to_keep=1,
         **{_cache_argument(model): cache},
@@ -135,6 +134,12 @@ def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) 
         lengths=lengths,
         last_logits=output.logits[:, -1].float(),
     )
+
+
+def prompt_positions(attention_mask: Tensor) -> Tensor:
+    """``[B, T]`` position of each prompt token: real tokens count from 0 after the left
+    padding (padding gets 0), as in the unpadded sequence."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 def tree_forward(
