@@ -215,6 +215,16 @@ def test_settings_that_do_not_fit_the_catalog_fail_before_training(tmp_path, ove
     assert error.traceback[-1].name != "training_step"
 
 
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [("--model.eval_top_k=[0, 5]", "k must be"), ("--model.eval_windows=[[0.5, 0.6]]", r"alpha \+ d")],
+)
+def test_bad_evaluation_metrics_name_the_key_before_training(tmp_path, override, problem):
+    with pytest.raises(ValueError, match=rf"model.eval_top_k / model.eval_windows: {problem}") as error:
+        run_cli(tiny_args(tmp_path, override, "--trainer.max_epochs=1"))
+    assert error.traceback[-1].name != "training_step"
+
+
 def test_predict_writes_top_items_per_test_sample(tmp_path):
     output = tmp_path / "predictions.jsonl"
     cli = run_cli(

@@ -116,7 +116,10 @@ class RecommenderModule(L.LightningModule):
                 raise ValueError(f"model.objective: {error}") from None
         windows = self._evaluation_windows(self.trie.num_items - 1)
         top_k = list(self.hparams.eval_top_k)
-        self.val_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="val/")
+        try:
+            self.val_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="val/")
+        except ValueError as error:
+            raise ValueError(f"model.eval_top_k / model.eval_windows: {error}") from None
         self.test_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="test/")
         if self.hparams.init_from:
             self._load_policy_weights(self.hparams.init_from)
