@@ -32,7 +32,7 @@ from wpauc.data.amazon_raw import (
     write_minionerec_layout,
     write_sid_index,
 )
-from wpauc.data.files import read_json_by_item_id
+from wpauc.data.files import minionerec_index_path, read_json_by_item_id
 from wpauc.data.sid_building import (
     DEFAULT_TEXT_FIELDS,
     GT_MINILM_NAME,
@@ -211,7 +211,7 @@ def prepare_amazon_main(argv: Sequence[str] | None = None) -> int:
     """``wpauc-prepare-amazon``: see ``--help``."""
     parser = _prepare_parser()
     args = parser.parse_args(argv)
-    existing_index = args.output_dir / "index" / f"{args.category}.index.json"
+    existing_index = minionerec_index_path(args.output_dir, args.category, "index")
     if not (args.encoder or args.sid_index or args.items_only or existing_index.is_file()):
         parser.error(
             f"no SID source: pass --encoder PATH, --sid-index FILE or --items-only, "
@@ -332,7 +332,7 @@ def build_sids_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build_sids(args: argparse.Namespace) -> int:
-    item_path = args.data_dir / "index" / f"{args.category}.item.json"
+    item_path = minionerec_index_path(args.data_dir, args.category, "item")
     if not item_path.is_file():
         raise FileNotFoundError(
             f"item table not found: {item_path} (run wpauc-prepare-amazon --items-only first)"
@@ -343,7 +343,7 @@ def _build_sids(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ValueError(f"{item_path}: {err}") from err
     tokens, summary = _make_sids(texts, args)
-    index_path = args.data_dir / "index" / f"{args.category}.index.json"
+    index_path = minionerec_index_path(args.data_dir, args.category, "index")
     write_sid_index(index_path, tokens)
     print(f"wrote {index_path}")
     report = {

@@ -57,6 +57,7 @@ from pathlib import Path
 
 from wpauc.data.catalog import SPLITS
 from wpauc.data.codecs import read_sid_index
+from wpauc.data.files import minionerec_index_path
 
 #: Column order of MiniOneRec's CSV files.
 CSV_COLUMNS = (
@@ -616,7 +617,7 @@ def write_minionerec_layout(
     """Write ``index/<Category>.item.json`` and, given SID tokens, ``index.json`` and the
     three CSVs ``{train,valid,test}/<file_stem>.csv``. Returns the written paths by role."""
     output_dir = Path(output_dir)
-    written = {"item_json": output_dir / "index" / f"{category}.item.json"}
+    written = {"item_json": minionerec_index_path(output_dir, category, "item")}
     write_item_json(written["item_json"], data.items)
     if sid_tokens is None:
         return written
@@ -624,7 +625,7 @@ def write_minionerec_layout(
         raise ValueError(
             f"got SIDs for {len(sid_tokens)} items but the item table has {len(data.items)}"
         )
-    written["index_json"] = output_dir / "index" / f"{category}.index.json"
+    written["index_json"] = minionerec_index_path(output_dir, category, "index")
     write_sid_index(written["index_json"], sid_tokens)
     titles = [item.title for item in data.items]
     sids = ["".join(row) for row in sid_tokens]

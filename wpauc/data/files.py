@@ -1,10 +1,11 @@
-"""Reading data files with errors that name the file and the line, field or key."""
+"""Reading data files with errors that name the file and the line, field or key; where the
+MiniOneRec layout keeps its index tables."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 class DataFileError(ValueError):
@@ -46,3 +47,9 @@ def read_json_by_item_id(path: str | Path) -> dict[int, Any]:
         except ValueError:
             raise DataFileError(path, "item id is not an integer", key=key) from None
     return by_item_id
+
+
+def minionerec_index_path(root: str | Path, category: str, table: Literal["index", "item"]) -> Path:
+    """`<root>/index/<category>.<table>.json` of MiniOneRec's layout: `index` maps item ids
+    to SID tokens, `item` to the item's title and text fields."""
+    return Path(root) / "index" / f"{category}.{table}.json"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from wpauc.data.catalog import SPLITS, Catalog, RecData, Sample
 from wpauc.data.codecs import read_sid_index, resolve_sid_collisions
-from wpauc.data.files import DataFileError, read_json_by_item_id
+from wpauc.data.files import DataFileError, minionerec_index_path, read_json_by_item_id
 
 
 class RecSource(ABC):
@@ -159,8 +159,8 @@ class MiniOneRecSource(RecSource):
 
     def load(self) -> RecData:
         root = Path(self.data_dir)
-        index_path = root / "index" / f"{self.category}.index.json"
-        items_path = root / "index" / f"{self.category}.item.json"
+        index_path = minionerec_index_path(root, self.category, "index")
+        items_path = minionerec_index_path(root, self.category, "item")
         sids = read_sid_index(index_path)
         titles = _read_item_titles(items_path)
         for path, keys, other in ((index_path, sids, titles), (items_path, titles, sids)):
