@@ -108,6 +108,12 @@ SPLITS = ("train", "valid", "test")
 """Split names, in the order RecData stores them."""
 
 
+def check_split(name: str) -> None:
+    """Raise ValueError unless `name` is one of `SPLITS`."""
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+
+
 @dataclass
 class RecData:
     """A catalog and its train / valid / test samples."""
@@ -134,6 +140,5 @@ class RecData:
 
     def split(self, name: str) -> list[Sample]:
         """The samples of split `name` (one of "train", "valid", "test")."""
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        check_split(name)
         return getattr(self, name)

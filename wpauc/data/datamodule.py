@@ -22,7 +22,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from wpauc.data.catalog import SPLITS, Catalog, RecData, Sample
+from wpauc.data.catalog import SPLITS, Catalog, RecData, Sample, check_split
 from wpauc.data.sampling import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
 from wpauc.data.codecs import ItemCodec, SIDCodec
 from wpauc.data.readers import RecSource
@@ -230,8 +230,7 @@ class RecDataModule(LightningDataModule):
 
     def dataset(self, split: str) -> PromptDataset:
         """The pre-tokenised examples of a split (valid / test limited by max_eval_samples)."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        check_split(split)
         return self._state.datasets[split]
 
     def prompt_ids(self, sample: Sample, name: str = "sample") -> list[int]:
