@@ -35,7 +35,8 @@ def _cli_args(config: Path, run_dir: Path, seed: int, extra: list[str]) -> list[
         f"--config={config}",
         f"--seed_everything={seed}",
         f"--model.policy.init_args.seed={seed}",
-        f"--model.seed={seed}",
+        f"--model.rollout_seed={seed}",
+        f"--data.seed={seed}",  # training order; also the seeded valid subset for model selection
         f"--trainer.default_root_dir={run_dir}",
         f"--trainer.logger.init_args.save_dir={run_dir}",
         f"--trainer.callbacks.dirpath={run_dir}/checkpoints",

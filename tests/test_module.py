@@ -245,3 +245,9 @@ def test_predict_writes_top_items_per_test_sample(tmp_path):
         cli.model.policy, batch["input_ids"], batch["attention_mask"], cli.model.trie, 20
     )
     assert first["item_ids"] == [datamodule.catalog.item_ids[i] for i in items[0].tolist()]
+
+
+def test_model_and_data_seeds_can_differ(tmp_path):
+    """Lightning merges the module's and data module's hparams: no key may clash."""
+    run_cli(tiny_args(tmp_path, "--model.rollout_seed=1", "--data.seed=2", "--trainer.max_epochs=1",
+                      "--trainer.limit_train_batches=1", "--test_after_fit=false"))

@@ -57,7 +57,7 @@ class RecommenderModule(L.LightningModule):
             ``wpauc@[alpha,alpha+d]``); a TAWin objective's own window is added to them.
         renormalize: Score items by log-probs renormalised over the allowed continuations
             at each step instead of raw log-probs (evaluation and prediction).
-        seed: Seed of the RL rollouts' randomness (negative sampling), combined with the
+        rollout_seed: Seed of the RL rollouts' randomness (negative sampling), combined with the
             global step and the process rank so runs are reproducible and resume exactly.
     """
 
@@ -76,7 +76,7 @@ class RecommenderModule(L.LightningModule):
         eval_top_k: Sequence[int] = (1, 3, 5, 10, 20),
         eval_windows: Sequence[tuple[float, float]] = ((0.0, 0.01), (0.0, 0.05)),
         renormalize: bool = False,
-        seed: int = 0,
+        rollout_seed: int = 0,
     ):
         super().__init__()
         if eval_protocol not in ("exact", "beam"):
@@ -234,7 +234,7 @@ class RecommenderModule(L.LightningModule):
 
     def _rollout_generator(self) -> torch.Generator:
         # Keyed by seed, step and rank: reproducible and resumable without saving RNG state.
-        key = (self.hparams.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank
+        key = (self.hparams.rollout_seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank
         return torch.Generator(device="cpu").manual_seed(key)
 
     def _rl_step(self, batch: dict[str, torch.Tensor]) -> None:
