@@ -51,11 +51,14 @@ def sweep_table(name: str, entry: dict) -> str:
     ks = sorted({int(label.split("K=")[1].rstrip(")")) for label in entry["sweep"]})
     hr_keys = [f"hr@{k}" for k in sorted(set(ks) | {1, 10})]
     lines = [
-        f"### {name}: TAWin window sweep (window = negative-ranks [r-1, 2r-1); test split)",
+        f"### {name}: TAWin window sweep (window = negative-ranks [r-1, 2r-1); test split; "
+        f"seeds {entry['sweep_seeds']})",
         "",
         "| window aimed at rank r | " + " | ".join(k.upper() for k in hr_keys) + " |",
         "|---" * (len(hr_keys) + 1) + "|",
     ]
+    sft_runs = [run for seed, run in zip(entry["seeds"], entry["runs"]["SFT"]) if seed in entry["sweep_seeds"]]
+    lines.append("| none (the SFT start point) | " + " | ".join(_cell([r[k] for r in sft_runs]) for k in hr_keys) + " |")
     by_rank = {}
     for item in entry["sweep"].values():
         by_rank[item["target_rank"]] = item["runs"]

@@ -175,6 +175,7 @@ def main() -> None:
             "baselines": baseline_metrics(data, windows),
             "sweep": sweep,
             "seeds": args.seeds,
+            "sweep_seeds": args.sweep_seeds,
         }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=1))
