@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from wpauc.data.catalog import SPLITS, Catalog, RecData, Sample, check_split
-from wpauc.data.sampling import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
 from wpauc.data.codecs import ItemCodec, SIDCodec
+from wpauc.data.loaders import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
 from wpauc.data.readers import RecSource
 from wpauc.data.templates import CodeOnlyTemplate, PromptTemplate
 from wpauc.data.tokenizer import build_tokenizer

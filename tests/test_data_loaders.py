@@ -5,8 +5,8 @@ from unittest import mock
 
 import pytest
 
-from wpauc.data import sampling
-from wpauc.data.sampling import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
+from wpauc.data import loaders
+from wpauc.data.loaders import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
 
 
 def _batches(indices: list[int], batch_size: int) -> list[list[int]]:
@@ -14,7 +14,7 @@ def _batches(indices: list[int], batch_size: int) -> list[list[int]]:
 
 
 def _sampler(world_size: int, rank: int, num_samples: int, batch_size: int, **kwargs) -> GlobalBatchSampler:
-    with mock.patch.object(sampling, "_world", return_value=(world_size, rank)):
+    with mock.patch.object(loaders, "_world", return_value=(world_size, rank)):
         return GlobalBatchSampler(num_samples, batch_size, **kwargs)
 
 
@@ -39,7 +39,7 @@ def test_one_process_covers_every_sample_once_with_a_new_order_each_epoch():
 def test_eval_shards_are_disjoint_and_complete():
     shards = []
     for rank in range(3):
-        with mock.patch.object(sampling, "_world", return_value=(3, rank)):
+        with mock.patch.object(loaders, "_world", return_value=(3, rank)):
             shards.append(list(EvalShardSampler(10)))
     assert sorted(sum(shards, [])) == list(range(10))
 
