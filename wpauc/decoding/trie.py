@@ -182,17 +182,6 @@ class ItemTrie:
         )
         return torch.where(found, position + 1, -1)
 
-    def allowed_mask(self, nodes: Tensor, vocab_size: int) -> Tensor:
-        """``[K] -> [K, vocab_size]`` bool: the tokens that continue each node's prefix."""
-        if vocab_size <= self.max_token_id:
-            raise ValueError(
-                f"vocab_size={vocab_size} cannot hold the trie's token id {self.max_token_id}"
-            )
-        rows, child_nodes = self.children(nodes)
-        mask = torch.zeros(nodes.numel(), vocab_size, dtype=torch.bool, device=nodes.device)
-        mask[rows, self.node_token[child_nodes]] = True
-        return mask
-
     def prefix_allowed_tokens_fn(self, prompt_length: int) -> Callable[[int, Tensor], list[int]]:
         """The trie as Hugging Face ``generate``'s ``prefix_allowed_tokens_fn`` (for parity runs).
 
