@@ -168,7 +168,9 @@ def main() -> None:
         print(json.dumps(run_worker(args)))
         return
 
-    from wpauc.models import TinyQwen2Policy, save_random_checkpoint
+    from _checkpoint import save_random_checkpoint
+
+    from wpauc.models import TinyQwen2Policy
 
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     architecture = TinyQwen2Policy(
@@ -192,7 +194,7 @@ def main() -> None:
         "devices": {},
     }
     with tempfile.TemporaryDirectory() as directory:
-        checkpoint = save_random_checkpoint(directory, args.num_words, architecture)
+        checkpoint = save_random_checkpoint(Path(directory), args.num_words, architecture)
         for device in devices:
             if device == "cuda":
                 results["machine"]["cuda"] = torch.cuda.get_device_name()

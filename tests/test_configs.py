@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import save_random_checkpoint
 from wpauc.cli import run_cli
 from wpauc.data import RecDataModule
-from wpauc.models import TinyQwen2Policy, save_random_checkpoint
+from wpauc.models import TinyQwen2Policy
 from wpauc.module import RecommenderModule
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))

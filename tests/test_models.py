@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from tests.conftest import save_random_checkpoint, word_tokenizer
 from wpauc.decoding import ItemTrie, score_items
 from wpauc.models import (
     LoraSettings,
@@ -16,8 +17,6 @@ from wpauc.models import (
     ReferenceModel,
     TinyQwen2Policy,
     check_vocabulary,
-    save_random_checkpoint,
-    word_level_tokenizer,
 )
 
 NUM_WORDS = 12
@@ -31,7 +30,7 @@ CODE_TOKENS = [f"<{level}_{value}>" for level in "abc" for value in range(4)]
 
 def code_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer with the SID code tokens added, as the data layer adds them."""
-    tokenizer = word_level_tokenizer(NUM_WORDS)
+    tokenizer = word_tokenizer(NUM_WORDS)
     tokenizer.add_tokens(CODE_TOKENS)
     return tokenizer
 
@@ -416,13 +415,13 @@ def test_check_vocabulary_accepts_covering_model(tokenizer, item_codes):
 
 
 def test_check_vocabulary_model_lacking_code_tokens(tokenizer, item_codes):
-    model = TinyQwen2Policy(seed=0).build(word_level_tokenizer(NUM_WORDS))
+    model = TinyQwen2Policy(seed=0).build(word_tokenizer(NUM_WORDS))
     with pytest.raises(
         ValueError, match=r"model's vocabulary lacks the code tokens: item_codes\[0\]"
     ):
         check_vocabulary(model, tokenizer, item_codes)
     with pytest.raises(ValueError, match="tokenizer lacks the code tokens"):  # build checks too
-        TinyQwen2Policy(seed=0).build(word_level_tokenizer(NUM_WORDS), item_codes)
+        TinyQwen2Policy(seed=0).build(word_tokenizer(NUM_WORDS), item_codes)
 
 
 def test_check_vocabulary_tokenizer_lacking_code_tokens(tokenizer, item_codes):

@@ -8,7 +8,6 @@ Builders are chosen by `class_path` in YAML and share one method (`PolicyBuilder
 
 from wpauc.models.pretrained import LoraSettings, PretrainedPolicy
 from wpauc.models.protocol import PolicyBuilder
-from wpauc.models.random_checkpoint import save_random_checkpoint, word_level_tokenizer
 from wpauc.models.reference import ReferenceModel
 from wpauc.models.tiny import TinyQwen2Policy
 from wpauc.models.vocabulary import check_vocabulary, embedding_rows, set_special_token_ids
@@ -21,7 +20,5 @@ __all__ = [
     "TinyQwen2Policy",
     "check_vocabulary",
     "embedding_rows",
-    "save_random_checkpoint",
     "set_special_token_ids",
-    "word_level_tokenizer",
 ]
