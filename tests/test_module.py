@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from wpauc.cli import run_cli
 from wpauc.decoding import constrained_beam_search
-from wpauc.objectives import Objective
+from wpauc.objectives import PolicyLoss
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -68,7 +68,8 @@ def test_sft_then_rl_logs_losses_rollout_stats_metrics_histogram_and_figure(tmp_
             "--trainer.max_epochs=2",
             "--model.sft_epochs=1",
             "--trainer.limit_train_batches=3",
-            "--model.objective.init_args.beta=0.04",
+            "--model.loss.beta=0.04",
+            "--model.loss.num_iterations=2",
         )
     )
     events = read_events(tmp_path)
@@ -78,8 +79,11 @@ def test_sft_then_rl_logs_losses_rollout_stats_metrics_histogram_and_figure(tmp_
         "train/rl_loss",
         "train/kl",
         "train/clip_ratio",
-        "train/adv_mean",
-        "train/adv_std",
+        "train/surrogate",
+        "train/grad_norm",
+        "train/zero_advantage_groups",
+        "train/positive_abs_advantage",
+        "train/negative_abs_advantage",
         "train/positive_in_beam",
         "val/hr@10",
         "val/ndcg@10",
@@ -93,7 +97,20 @@ def test_sft_then_rl_logs_losses_rollout_stats_metrics_histogram_and_figure(tmp_
     assert "val/positive_rank" in events.Tags()["histograms"]
     assert "train/positive_rank_in_rollout" in events.Tags()["histograms"]
     assert "val/metrics_at_k" in events.Tags()["images"]
-    assert cli.trainer.global_step == 6  # 3 SFT steps, then 3 RL steps
+    assert cli.trainer.global_step == 9  # 3 SFT steps, then 3 RL steps of 2 updates each
+
+
+def test_rl_logs_no_scalar_that_is_constant_by_construction(tmp_path):
+    # One update per rollout and beta = 0: the ratio is 1 (no clipping, pg_loss 0 in value)
+    # and there is no KL, so none of them may be logged.
+    run_cli(
+        tiny_args(tmp_path, "--trainer.max_epochs=1", "--model.sft_epochs=0", "--test_after_fit=false",
+                  "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1")
+    )
+    scalars = set(read_events(tmp_path).Tags()["scalars"])
+    assert "train/surrogate" in scalars and "train/grad_norm" in scalars
+    for constant in ("train/rl_loss", "train/pg_loss", "train/kl", "train/clip_ratio", "train/ratio_mean"):
+        assert constant not in scalars, constant
 
 
 def brute_force_scores(policy, batch, item_codes) -> torch.Tensor:
@@ -151,8 +168,8 @@ def test_rl_resumes_mid_epoch_exactly_like_the_uninterrupted_run(tmp_path):
         "--model.sft_epochs=0",
         "--model.objective=wpauc.objectives.GRPOAUC",  # random negatives: the generator must resume too
         "--model.objective.init_args.num_negatives=4",
-        "--model.objective.init_args.beta=0.04",
-        "--model.objective.init_args.num_iterations=2",
+        "--model.loss.beta=0.04",
+        "--model.loss.num_iterations=2",
         "--trainer.max_epochs=2",
         "--trainer.limit_train_batches=4",
         "--trainer.limit_val_batches=1",
@@ -176,13 +193,13 @@ def test_rl_resumes_mid_epoch_exactly_like_the_uninterrupted_run(tmp_path):
 
 
 def test_non_finite_loss_names_the_step_and_the_term(tmp_path, monkeypatch):
-    real_loss = Objective.loss
+    real_loss = PolicyLoss.__call__
 
     def poisoned(self, *args, **kwargs):
         loss, stats = real_loss(self, *args, **kwargs)
         return loss, {**stats, "kl": torch.tensor(float("nan"))}
 
-    monkeypatch.setattr(Objective, "loss", poisoned)
+    monkeypatch.setattr(PolicyLoss, "__call__", poisoned)
     with pytest.raises(FloatingPointError, match=r"non-finite rl/kl .* global step 0"):
         run_cli(tiny_args(tmp_path, "--model.sft_epochs=0", "--trainer.max_epochs=1"))
 
@@ -191,7 +208,7 @@ def test_non_finite_loss_names_the_step_and_the_term(tmp_path, monkeypatch):
     ("override", "key"),
     [
         ("--model.objective.init_args.target_k=0", "target_k"),
-        ("--model.objective.init_args.epsilon=1.5", "epsilon"),
+        ("--model.loss.epsilon=1.5", "epsilon"),
         ("--model.eval_protocol=sampled", "eval_protocol"),
     ],
 )

@@ -12,9 +12,8 @@ from wpauc.objectives import (
     k3_kl,
     policy_loss,
     rank_aware_penalties,
-    window_bounds,
-    window_mask,
 )
+from wpauc.objectives.functional import aggregate
 
 
 @pytest.mark.parametrize("num_negatives", [1, 2, 5, 16, 99])
@@ -85,65 +84,6 @@ def test_zero_one_weights_equal_the_mask_and_soft_weights_follow_the_closed_form
         0
     )
     torch.testing.assert_close(grpo_advantages(binary, eps=0.0, weights=weights), expected)
-
-
-def _exact_window(num_negatives, alpha, d):
-    """Oracle: negatives of rank r with alpha <= r / n < alpha + d, in exact fractions."""
-    alpha_exact, d_exact = Fraction(str(alpha)), Fraction(str(d))
-    ranks = [
-        rank
-        for rank in range(num_negatives)
-        if alpha_exact <= Fraction(rank, num_negatives) < alpha_exact + d_exact
-    ]
-    return ranks
-
-
-@pytest.mark.parametrize("num_negatives", [1, 3, 7, 10, 30, 100, 113])
-def test_window_bounds_match_exact_fractions_on_a_decimal_grid(num_negatives):
-    for alpha_percent in range(0, 100, 3):
-        for d_percent in range(1, 101 - alpha_percent, 3):
-            alpha, d = alpha_percent / 100, d_percent / 100
-            lo, hi = window_bounds(num_negatives, alpha, d)
-            exact = _exact_window(num_negatives, alpha, d)
-            assert list(range(lo, hi)) == exact, (num_negatives, alpha, d)
-            mask = window_mask(torch.arange(num_negatives), num_negatives, alpha, d)
-            assert mask.nonzero().flatten().tolist() == exact
-
-
-@pytest.mark.parametrize(
-    ("num_negatives", "alpha", "d", "expected"),
-    [
-        (30, 0.1, 0.2, (3, 9)),  # 0.1 * 30 and 0.3 * 30 are not integers in floating point
-        (10, 0.1, 0.2, (1, 3)),  # 0.1 + 0.2 != 0.3 in floating point
-        (10, 0.7, 0.3, (7, 10)),
-        (10, 0.0, 1.0, (0, 10)),
-        (10, 0.05, 0.1, (1, 2)),  # 0.5 -> 1, 1.5 -> 2
-        (10, 0.11, 0.01, (2, 2)),  # an empty window
-        (3, 1 / 3, 1 / 3, (1, 2)),
-        (0, 0.2, 0.3, (0, 0)),
-    ],
-)
-def test_window_bounds_edge_values(num_negatives, alpha, d, expected):
-    assert window_bounds(num_negatives, alpha, d) == expected
-
-
-def test_rank_fractions_map_back_to_their_ranks():
-    # What TAWin's target_k form produces: alpha = (k - 1) / n, d = w / n, computed in floats.
-    for num_negatives in (7, 10, 49, 100, 3443):
-        for first in range(min(num_negatives, 60)):
-            for width in (1, 2, 5, 10):
-                if first + width > num_negatives:
-                    continue
-                bounds = window_bounds(num_negatives, first / num_negatives, width / num_negatives)
-                assert bounds == (first, first + width)
-
-
-@pytest.mark.parametrize(
-    ("alpha", "d"), [(-0.1, 0.2), (1.1, 0.1), (0.2, 0.0), (0.2, 1.2), (0.6, 0.5)]
-)
-def test_window_bounds_reject_bad_windows(alpha, d):
-    with pytest.raises(ValueError, match="alpha|d"):
-        window_bounds(10, alpha, d)
 
 
 def test_k3_kl_is_non_negative_zero_at_equality_and_unbiased_for_kl():
@@ -252,6 +192,33 @@ def test_policy_loss_with_no_old_logp_is_the_on_policy_gradient():
     expected = -advantages.unsqueeze(-1) / (lengths.unsqueeze(-1) * 6.0) * token_mask
     torch.testing.assert_close(gradient, expected)
     assert stats["clip_ratio"] == 0 and stats["ratio_mean"] == 1
+
+
+def test_aggregations_match_loops():
+    generator = torch.Generator().manual_seed(4)
+    per_token = torch.randn(2, 3, 4, generator=generator)
+    token_mask = torch.rand(2, 3, 4, generator=generator) > 0.3
+    sequence_mask = torch.tensor([[True, True, False], [True, False, True]])
+    token_mask &= sequence_mask.unsqueeze(-1)
+    rows = [
+        (per_token[b, g][token_mask[b, g]].tolist())
+        for b in range(2)
+        for g in range(3)
+        if sequence_mask[b, g] and token_mask[b, g].any()
+    ]
+    all_tokens = [value for row in rows for value in row]
+    # an all-masked member still counts as a sequence (with value 0) unless sequence_mask drops it
+    count = int(sequence_mask.sum())
+    expected = {
+        "token_mean": sum(all_tokens) / len(all_tokens),
+        "sequence_sum": sum(sum(row) for row in rows) / count,
+        "sequence_mean": sum(sum(row) / len(row) for row in rows) / count,
+    }
+    for aggregation, value in expected.items():
+        result = aggregate(per_token, token_mask, sequence_mask, aggregation)
+        assert result.item() == pytest.approx(value, rel=1e-5), aggregation
+    with pytest.raises(ValueError, match="aggregation"):
+        aggregate(per_token, token_mask, sequence_mask, "sum")
 
 
 def test_policy_loss_rejects_bad_input():

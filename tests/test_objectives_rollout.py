@@ -1,8 +1,8 @@
-"""Objective rollouts against brute force, with the decoder replaced by a score table.
+"""Objective groups against brute force, with the policy replaced by a score table.
 
-`FakePolicy` holds the exact item scores `[B, N]`; the fake beam search returns their
-top-W, sorted, which is what an exact constrained beam search returns. The group each
-objective builds is then compared with negatives ranked by brute force.
+`RecordingTable` holds the exact item scores `[B, N]`; its beam is their top-W, sorted,
+which is what an exact constrained beam search returns. The group each objective builds
+is then compared with negatives ranked by brute force.
 """
 
 import json
@@ -12,10 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import wpauc.decoding
+from wpauc.decoding import ScoreTable
 from wpauc.objectives import (
     GRPOAUC,
     BeamPAUC,
+    Group,
+    PolicyLoss,
     RankAwareReward,
     TAWinWPAUC,
     grpo_advantages,
@@ -24,28 +26,16 @@ from wpauc.objectives import (
 )
 
 
-class FakePolicy:
-    """Stands in for the LM: exact item scores per context."""
+class RecordingTable(ScoreTable):
+    """A score table that remembers the beam widths it was asked for."""
 
     def __init__(self, scores):
-        self.scores = scores
+        super().__init__(scores)
         self.beam_widths = []
 
-
-def fake_beam_search(model, input_ids, attention_mask, trie, num_beams, renormalize=False):
-    model.beam_widths.append(num_beams)
-    scores, items = model.scores.topk(num_beams, dim=-1)
-    return items, scores
-
-
-def fake_score_items(model, input_ids, attention_mask, trie, renormalize=False):
-    return model.scores.clone()
-
-
-@pytest.fixture
-def fake_decoding(monkeypatch):
-    monkeypatch.setattr(wpauc.decoding, "constrained_beam_search", fake_beam_search, raising=False)
-    monkeypatch.setattr(wpauc.decoding, "score_items", fake_score_items, raising=False)
+    def beam(self, width):
+        self.beam_widths.append(width)
+        return super().beam(width)
 
 
 def make_trie(num_items, code_length=3):
@@ -55,13 +45,12 @@ def make_trie(num_items, code_length=3):
 
 
 def run(objective, scores, target, generator=None):
-    batch, num_items = scores.shape
-    policy = FakePolicy(scores)
-    input_ids = torch.ones(batch, 4, dtype=torch.long)
-    rollout = objective.rollout(
-        policy, input_ids, torch.ones_like(input_ids), target, make_trie(num_items), generator
-    )
-    return rollout, policy
+    """The objective's group on `scores`, with its default-loss advantages."""
+    scorer = RecordingTable(scores)
+    group = objective.group(scorer, target, generator)
+    advantages = PolicyLoss().advantages(group)
+    rollout = SimpleNamespace(**vars(group), advantages=advantages)
+    return rollout, scorer
 
 
 def ranked_negatives(scores_row, positive):
@@ -94,14 +83,14 @@ def binary_group_checks(rollout, target):
     torch.testing.assert_close(rollout.advantages, grpo_advantages(rollout.rewards))
 
 
-def test_beam_pauc_group_is_the_top_m_negatives(fake_decoding):
+def test_beam_pauc_group_is_the_top_m_negatives():
     num_items, m = 12, 4
     scores = torch.stack(
         [scores_with_positive_at(num_items, 5, position) for position in (0, 2, 4, 5, 9)]
     )
     target = torch.full((5,), 5)
-    rollout, policy = run(BeamPAUC(num_negatives=m), scores, target)
-    assert policy.beam_widths == [m + 1]
+    rollout, scorer = run(BeamPAUC(num_negatives=m), scores, target)
+    assert scorer.beam_widths == [m + 1]
     binary_group_checks(rollout, target)
     for row in range(5):
         assert rollout.items[row, 1:].tolist() == ranked_negatives(scores[row], 5)[:m]
@@ -121,7 +110,7 @@ def test_beam_pauc_group_is_the_top_m_negatives(fake_decoding):
         {"target_k": 5, "window_width": 6},
     ],
 )
-def test_tawin_group_holds_exactly_the_window_negatives(fake_decoding, window):
+def test_tawin_group_holds_exactly_the_window_negatives(window):
     num_items = 11  # n = 10 negatives
     positions = list(range(num_items))  # the positive at every overall rank, incl. the last
     positive = 3
@@ -129,7 +118,7 @@ def test_tawin_group_holds_exactly_the_window_negatives(fake_decoding, window):
     scores = torch.cat([scores, distinct_scores(6, num_items, seed=7)])
     target = torch.tensor([positive] * num_items + [0, 1, 2, 8, 9, 10])
     objective = TAWinWPAUC(**window)
-    rollout, policy = run(objective, scores, target)
+    rollout, scorer = run(objective, scores, target)
 
     n = num_items - 1
     if "alpha" in window:
@@ -138,19 +127,19 @@ def test_tawin_group_holds_exactly_the_window_negatives(fake_decoding, window):
     else:
         first = window["target_k"] - 1
         window_ranks = list(range(first, first + window["window_width"]))
-    assert policy.beam_widths == [window_ranks[-1] + 2]  # ceil((alpha + d) n) + 1
+    assert scorer.beam_widths == [window_ranks[-1] + 2]  # ceil((alpha + d) n) + 1
     binary_group_checks(rollout, target)
     for row in range(scores.shape[0]):
         negatives = ranked_negatives(scores[row], int(target[row]))
         assert rollout.items[row, 1:].tolist() == [negatives[r] for r in window_ranks]
 
 
-def test_tawin_threshold_adjustment_when_the_positive_is_in_the_beam(fake_decoding):
+def test_tawin_threshold_adjustment_when_the_positive_is_in_the_beam():
     # Beam order by score: items 0, 1, positive 7, 2, 3, 4, 5, ...; window negative-ranks
     # [3, 5) must be items 3 and 4 (beam positions 4 and 5), not items 2 and 3.
     scores = scores_with_positive_at(10, 7, 2).unsqueeze(0)
-    rollout, policy = run(TAWinWPAUC(target_k=4, window_width=2), scores, torch.tensor([7]))
-    assert policy.beam_widths == [6]
+    rollout, scorer = run(TAWinWPAUC(target_k=4, window_width=2), scores, torch.tensor([7]))
+    assert scorer.beam_widths == [6]
     assert rollout.items.tolist() == [[7, 3, 4]]
     # Positive below the window in the beam: nothing shifts.
     scores = scores_with_positive_at(10, 7, 5).unsqueeze(0)
@@ -163,7 +152,7 @@ def test_tawin_threshold_adjustment_when_the_positive_is_in_the_beam(fake_decodi
     assert rollout.stats["positive_rank"].tolist() == [6]
 
 
-def test_tawin_saturate_zeroes_contexts_whose_positive_beats_the_window(fake_decoding):
+def test_tawin_saturate_zeroes_contexts_whose_positive_beats_the_window():
     # target_k = 3, width 2: window negative-ranks [2, 4). Saturated iff the positive
     # out-scores the negative of rank 2, i.e. iff it is a hit at K = 3.
     num_items, positive = 9, 4
@@ -187,15 +176,15 @@ def test_tawin_saturate_zeroes_contexts_whose_positive_beats_the_window(fake_dec
     assert (rollout.advantages != 0).any()
 
 
-def test_tawin_soft_window_weights_and_hard_limit(fake_decoding):
+def test_tawin_soft_window_weights_and_hard_limit():
     num_items, positive = 12, 0
     scores = distinct_scores(3, num_items, seed=11)
     target = torch.full((3,), positive)
     hard, _ = run(TAWinWPAUC(target_k=3, window_width=4), scores, target)
-    soft, policy = run(
+    soft, scorer = run(
         TAWinWPAUC(target_k=3, window_width=4, soft_temperature=1e-3), scores, target
     )
-    assert policy.beam_widths == [3 - 1 + 4 + 2]  # one more negative to place the lower edge
+    assert scorer.beam_widths == [3 - 1 + 4 + 2]  # one more negative to place the lower edge
     # tau -> 0: the window members get the hard advantages, everything else 0.
     for row in range(3):
         negatives = ranked_negatives(scores[row], positive)
@@ -217,7 +206,7 @@ def test_soft_window_weights_closed_form():
     torch.testing.assert_close(open_edges, torch.ones_like(scores))
 
 
-def test_grpo_auc_policy_sampler_knows_the_exact_positive_rank(fake_decoding):
+def test_grpo_auc_policy_sampler_knows_the_exact_positive_rank():
     scores = distinct_scores(4, 10, seed=3)
     target = torch.tensor([0, 5, 9, 2])
     rollout, _ = run(GRPOAUC(num_negatives=3, sampler="policy"), scores, target)
@@ -226,7 +215,7 @@ def test_grpo_auc_policy_sampler_knows_the_exact_positive_rank(fake_decoding):
     binary_group_checks(rollout, target)
 
 
-def test_rank_aware_reward_values_and_modes(fake_decoding):
+def test_rank_aware_reward_values_and_modes():
     num_items, beams, positive = 10, 4, 6
     penalties = rank_aware_penalties(beams).tolist()
     scores = torch.stack([scores_with_positive_at(num_items, positive, p) for p in (1, 7)])
@@ -250,13 +239,11 @@ def test_rank_aware_reward_values_and_modes(fake_decoding):
 
 
 def test_rollout_completions_follow_the_trie():
-    from wpauc.objectives import Rollout
-
     trie = make_trie(6, code_length=3)
     items = torch.tensor([[0, 1, 2], [5, 4, 3]])
     member_mask = torch.tensor([[True, True, False], [True, True, True]])
-    rollout = Rollout(items, torch.zeros(2, 3), member_mask, torch.zeros(2, 3))
-    completions, mask = rollout.completions(trie)
+    group = Group(items, torch.zeros(2, 3), member_mask, torch.zeros_like(member_mask))
+    completions, mask = group.completions(trie)
     assert completions.tolist() == trie.item_codes[items].tolist()
     assert mask.sum(-1).tolist() == [[1, 2, 0], [3, 2, 1]]
 
@@ -280,15 +267,26 @@ def test_rollout_completions_follow_the_trie():
         ({"target_k": 2, "window_width": 0}, "window_width"),
         ({"target_k": 20, "window_width": 5, "max_beam_width": 20}, "max_beam_width"),
         ({"target_k": 2, "window_width": 2, "soft_temperature": 0.0}, "soft_temperature"),
-        ({"target_k": 2, "window_width": 2, "epsilon": 0.0}, "epsilon"),
-        ({"target_k": 2, "window_width": 2, "beta": -1.0}, "beta"),
-        ({"target_k": 2, "window_width": 2, "num_iterations": 0}, "num_iterations"),
-        ({"target_k": 2, "window_width": 2, "epsilon_high": -0.1}, "epsilon_high"),
     ],
 )
 def test_tawin_config_errors_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=f"TAWinWPAUC: {key.replace('+', '[+]')} "):
         TAWinWPAUC(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"epsilon": 0.0}, "epsilon"),
+        ({"beta": -1.0}, "beta"),
+        ({"num_iterations": 0}, "num_iterations"),
+        ({"epsilon_high": -0.1}, "epsilon_high"),
+        ({"aggregation": "sum"}, "aggregation"),
+    ],
+)
+def test_loss_config_errors_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=f"model.loss.{key} "):
+        PolicyLoss(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -303,7 +301,7 @@ def test_tawin_config_errors_name_the_key(kwargs, key):
         (lambda: RankAwareReward(num_beams=11), "num_beams"),
     ],
 )
-def test_catalog_dependent_errors_name_the_key_at_rollout(fake_decoding, objective, key):
+def test_catalog_dependent_errors_name_the_key_at_rollout(objective, key):
     scores = distinct_scores(2, 10, seed=0)  # N = 10, n = 9
     with pytest.raises(ValueError, match=f": {key} "):
         run(objective(), scores, torch.tensor([0, 1]))
@@ -324,12 +322,12 @@ def test_other_config_errors_name_the_key(build, key):
         build()
 
 
-def test_objectives_instantiate_from_class_path_with_inherited_settings():
+def test_objectives_instantiate_from_class_path_and_reject_loss_settings():
     from jsonargparse import ArgumentParser
 
     from wpauc.objectives import Objective
 
-    parser = ArgumentParser()
+    parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--objective", type=Objective)
 
     def instantiate(init_args):
@@ -337,9 +335,11 @@ def test_objectives_instantiate_from_class_path_with_inherited_settings():
         config = parser.parse_args(["--objective", json.dumps(class_path)])
         return parser.instantiate(config).objective
 
-    objective = instantiate({"target_k": 5, "window_width": 3, "beta": 0.1, "epsilon_high": 0.28})
+    objective = instantiate({"target_k": 5, "window_width": 3, "saturate": True})
     assert isinstance(objective, TAWinWPAUC)
-    settings = (objective.target_k, objective.window_width, objective.beta, objective.epsilon_high)
-    assert settings == (5, 3, 0.1, 0.28)
+    assert (objective.window.target_k, objective.window.width, objective.saturate) == (5, 3, True)
     with pytest.raises(ValueError, match="TAWinWPAUC: alpha "):
         instantiate({"alpha": 2.0, "d": 0.1})
+    # Loss settings belong to model.loss, not to the objective.
+    with pytest.raises(Exception, match="beta"):
+        instantiate({"target_k": 5, "window_width": 3, "beta": 0.1})

@@ -1,16 +1,21 @@
-"""DESIGN.md section 2 on real code: the GRPO loss with binary rewards is the pairwise AUC
+"""docs/design.md on real code: the GRPO loss with binary rewards is the pairwise AUC
 surrogate (gradients on a tiny Qwen2), and the negative sampler decides which AUC."""
 
-import dataclasses
 from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-import wpauc.decoding
-from wpauc.decoding import ItemTrie, completion_logprobs
-from wpauc.objectives import GRPOAUC, TAWinWPAUC, grpo_advantages
+from wpauc.decoding import (
+    ItemTrie,
+    PolicyScorer,
+    ScoreTable,
+    completion_logprobs,
+    constrained_beam_search,
+    score_items,
+)
+from wpauc.objectives import GRPOAUC, PolicyLoss, TAWinWPAUC, grpo_advantages
 
 VOCAB = 40
 FIRST_CODE_TOKEN = 10
@@ -57,10 +62,10 @@ def test_grpo_loss_gradient_is_the_pairwise_auc_surrogate_gradient(code_length):
     prompts = torch.randint(1, FIRST_CODE_TOKEN, (batch, 6), generator=generator)
     target = torch.randint(0, num_items, (batch,), generator=generator)
 
-    objective = GRPOAUC(num_negatives=num_negatives, beta=0.0)
-    rollout = objective.rollout(model, prompts, torch.ones_like(prompts), target, trie, generator)
-    rollout = dataclasses.replace(rollout, advantages=grpo_advantages(rollout.rewards, eps=0.0))
-    completions, completion_mask = rollout.completions(trie)
+    scorer = PolicyScorer(model, prompts, torch.ones_like(prompts), trie)
+    group = GRPOAUC(num_negatives=num_negatives).group(scorer, target, generator)
+    advantages = grpo_advantages(group.rewards, eps=0.0)
+    completions, completion_mask = group.completions(trie)
 
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     # The GRPO side runs the training path (shared-prompt group forward); the oracle below
@@ -68,7 +73,7 @@ def test_grpo_loss_gradient_is_the_pairwise_auc_surrogate_gradient(code_length):
     logp = completion_logprobs(
         model, prompts, torch.ones_like(prompts), completions, completion_mask
     )
-    loss, _ = objective.loss(logp, None, None, rollout, completion_mask)
+    loss, _ = PolicyLoss(beta=0.0)(logp, None, None, group, advantages, completion_mask)
     grpo_gradients = torch.autograd.grad(loss, parameters)
 
     # -(1 / (G sqrt(m))) sum_j (s+ - s_j) with s the summed code log-prob, averaged over contexts.
@@ -90,18 +95,18 @@ def grpo_surrogate(rollout, scores):
     return -(rollout.advantages * scores[rollout.items]).mean(-1)
 
 
-def run_sampler(objective, batch, num_items, positive, seed):
+def run_sampler(objective, scores, batch, positive, seed):
+    """The objective's groups for `batch` contexts whose policy scores the items `scores`."""
     target = torch.full((batch,), positive)
-    input_ids = torch.ones(batch, 1, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
-    trie = SimpleNamespace(num_items=num_items)
-    return objective.rollout(None, input_ids, input_ids, target, trie, generator)
+    group = objective.group(ScoreTable(scores.expand(batch, -1)), target, generator)
+    return SimpleNamespace(items=group.items, advantages=PolicyLoss().advantages(group))
 
 
 def test_uniform_negatives_give_the_full_auc_surrogate_in_expectation():
     num_items, num_negatives, positive, batch = 9, 3, 4, 20000
     scores = torch.randn(num_items, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    rollout = run_sampler(GRPOAUC(num_negatives=num_negatives), batch, num_items, positive, seed=2)
+    rollout = run_sampler(GRPOAUC(num_negatives=num_negatives), scores, batch, positive, seed=2)
     negatives = rollout.items[:, 1:]
     assert (negatives != positive).all()
     assert (negatives.sort(-1).values.diff(dim=-1) > 0).all()  # distinct within a group
@@ -123,20 +128,10 @@ def test_uniform_negatives_give_the_full_auc_surrogate_in_expectation():
     assert (draws.mean() - expected).abs() < 5 * standard_error
 
 
-@pytest.fixture
-def fixed_policy_scores(monkeypatch):
-    scores = torch.tensor([-0.5, -2.0, -1.0, -3.0, -0.2, -4.0, -1.5, -2.5])
-
-    def score_items(model, input_ids, attention_mask, trie, renormalize=False):
-        return scores.expand(input_ids.shape[0], -1).clone()
-
-    monkeypatch.setattr(wpauc.decoding, "score_items", score_items, raising=False)
-    return scores
-
-
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_policy_negatives_follow_the_sequence_level_softmax(fixed_policy_scores, temperature):
-    scores, positive, batch = fixed_policy_scores, 4, 20000
+def test_policy_negatives_follow_the_sequence_level_softmax(temperature):
+    scores = torch.tensor([-0.5, -2.0, -1.0, -3.0, -0.2, -4.0, -1.5, -2.5])
+    positive, batch = 4, 20000
     others = torch.arange(len(scores)) != positive
     probabilities = torch.zeros(len(scores))
     probabilities[others] = torch.softmax(scores[others] / temperature, -1)
@@ -144,7 +139,7 @@ def test_policy_negatives_follow_the_sequence_level_softmax(fixed_policy_scores,
     with_replacement = GRPOAUC(
         num_negatives=2, sampler="policy", temperature=temperature, replacement=True
     )
-    rollout = run_sampler(with_replacement, batch, len(scores), positive, seed=3)
+    rollout = run_sampler(with_replacement, scores, batch, positive, seed=3)
     draws = rollout.items[:, 1:].flatten()
     counts = torch.bincount(draws, minlength=len(scores)).double()
     expected = probabilities.double() * draws.numel()
@@ -158,7 +153,7 @@ def test_policy_negatives_follow_the_sequence_level_softmax(fixed_policy_scores,
 
     # Without replacement the first draw follows the same distribution, the rest are distinct.
     distinct = GRPOAUC(num_negatives=3, sampler="policy", temperature=temperature)
-    rollout = run_sampler(distinct, batch, len(scores), positive, seed=4)
+    rollout = run_sampler(distinct, scores, batch, positive, seed=4)
     first = torch.bincount(rollout.items[:, 1], minlength=len(scores)).double()
     expected = probabilities.double() * batch
     assert ((first - expected).abs() <= 5 * (expected * (1 - probabilities)).sqrt() + 1e-9).all()
@@ -178,13 +173,12 @@ def test_tawin_on_a_tiny_model_takes_the_window_of_the_beam_ranking():
     mask = torch.ones_like(prompts)
     # Window negative-ranks [2, 6): beam width 7. Positives at beam positions 0, 3 (inside
     # the window: the negatives below it shift up), 6 (last beam) and outside the beam.
-    beam_items, _ = wpauc.decoding.constrained_beam_search(model, prompts, mask, trie, 7)
-    exact_order = wpauc.decoding.score_items(model, prompts, mask, trie).argsort(
-        -1, descending=True
-    )
+    beam_items, _ = constrained_beam_search(model, prompts, mask, trie, 7)
+    exact_order = score_items(model, prompts, mask, trie).argsort(-1, descending=True)
     target = torch.stack([beam_items[0, 0], beam_items[1, 3], beam_items[2, 6], exact_order[3, 10]])
 
-    rollout = TAWinWPAUC(target_k=3, window_width=4).rollout(model, prompts, mask, target, trie)
+    scorer = PolicyScorer(model, prompts, mask, trie)
+    rollout = TAWinWPAUC(target_k=3, window_width=4).group(scorer, target)
     for row in range(4):
         negatives = [item for item in beam_items[row].tolist() if item != target[row]]
         assert rollout.items[row, 1:].tolist() == negatives[2:6]

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import BasePredictionWriter
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 
 class RecommendationWriter(BasePredictionWriter):
@@ -55,3 +56,75 @@ class RecommendationWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         self._file.close()
         self._file = None
+
+
+class RankingPlots(Callback):
+    """TensorBoard pictures of what the module logs as numbers: histograms of the
+    positive's rank (each validation/test epoch, and in RL rollouts every
+    ``log_every_n_steps`` steps) and a figure of HR@K and NDCG@K against K.
+
+    Does nothing without a TensorBoard logger. Under DDP only rank 0 draws, from its own
+    shard's ranks (the figure uses the global metrics).
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        group = pl_module.last_group
+        if group is None or "positive_rank" not in group.stats:
+            return
+        if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
+            self._histogram(
+                trainer, "train/positive_rank_in_rollout", group.stats["positive_rank"]
+            )
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._evaluation_pictures(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._evaluation_pictures(trainer, pl_module, "test")
+
+    def _evaluation_pictures(self, trainer, pl_module, stage: str) -> None:
+        if pl_module.evaluation_ranks:
+            self._histogram(
+                trainer, f"{stage}/positive_rank", torch.cat(pl_module.evaluation_ranks)
+            )
+        ks = sorted(pl_module.hparams.eval_top_k)
+        metrics = trainer.callback_metrics
+        curves = {
+            name: [float(metrics[f"{stage}/{name}@{k}"]) for k in ks]
+            for name in ("hr", "ndcg")
+            if all(f"{stage}/{name}@{k}" in metrics for k in ks)
+        }
+        writer = _tensorboard_writer(trainer)
+        if writer is None or not curves:
+            return
+        from matplotlib.figure import Figure  # not pyplot: leaves the session's backend alone
+
+        figure = Figure(figsize=(4, 3))
+        axis = figure.subplots()
+        for name, values in curves.items():
+            axis.plot(ks, values, marker="o", label=name.upper())
+        axis.set_xscale("log")
+        axis.set_xlabel("K")
+        axis.set_ylabel("metric@K")
+        axis.set_title(f"{stage}: HR@K and NDCG@K")
+        axis.legend()
+        figure.tight_layout()
+        writer.add_figure(f"{stage}/metrics_at_k", figure, trainer.global_step, close=False)
+
+    def _histogram(self, trainer, tag: str, values: torch.Tensor) -> None:
+        writer = _tensorboard_writer(trainer)
+        if writer is not None and values.numel():
+            writer.add_histogram(tag, values.float().cpu(), trainer.global_step)
+
+
+def _tensorboard_writer(trainer):
+    """Rank 0's TensorBoard ``SummaryWriter``, or None."""
+    if not trainer.is_global_zero:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    for logger in trainer.loggers:
+        if isinstance(getattr(logger, "experiment", None), SummaryWriter):
+            return logger.experiment
+    return None

@@ -16,10 +16,16 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from wpauc.decoding import ItemTrie, completion_logprobs, constrained_beam_search, score_items
+from wpauc.decoding import (
+    ItemTrie,
+    PolicyScorer,
+    completion_logprobs,
+    constrained_beam_search,
+    score_items,
+)
 from wpauc.metrics import RankingMetrics, positive_ranks
 from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
-from wpauc.objectives import Objective
+from wpauc.objectives import Group, Objective, PolicyLoss, group_statistics
 
 #: Score given to items outside the returned beams under the beam protocol: finite (metrics
 #: reject non-finite scores) and below every log-probability a model can produce.
@@ -36,8 +42,10 @@ class RecommenderModule(L.LightningModule):
     Args:
         policy: Builds the policy from the data module's tokenizer (a tiny Qwen2 from a
             config, or a pretrained model from a local path with optional LoRA / 4-bit).
-        objective: The RL objective (GRPO/AUC, beam-PAUC, TAWin-WPAUC, rank-aware reward);
-            ``None`` trains by SFT only.
+        objective: The RL objective (GRPO/AUC, beam-PAUC, TAWin-WPAUC, rank-aware reward):
+            who is in each context's group; ``None`` trains by SFT only.
+        loss: How the RL groups are optimised (advantages, PPO clip, KL weight, updates per
+            rollout, aggregation); see ``wpauc.objectives.PolicyLoss``.
         sft_epochs: With an objective, the number of leading SFT epochs before RL starts.
         rl_learning_rate: Learning rate set on every parameter group when RL starts (the
             optimizer's moments are reset then too); ``None`` keeps the SFT learning rate.
@@ -45,7 +53,7 @@ class RecommenderModule(L.LightningModule):
         scheduler: Optional learning-rate scheduler factory, stepped once per optimizer step.
         gradient_clip_val: Max global gradient norm per update (``None`` disables clipping).
             Clipping is done here, not by the Trainer, because updates are manual (RL reuses
-            one rollout for ``num_iterations`` updates).
+            one rollout for ``loss.num_iterations`` updates).
         init_from: Checkpoint whose policy weights initialise this run (e.g. the SFT run's
             ``last.ckpt`` for an RL run); optimizer state is not taken from it.
         eval_protocol: ``"exact"`` ranks the whole catalog by exact item scores;
@@ -56,7 +64,7 @@ class RecommenderModule(L.LightningModule):
         eval_windows: FPR windows ``(alpha, d)`` of the reported WPAUC values (logged as
             ``wpauc@[alpha,alpha+d]``); a TAWin objective's own window is added to them.
         renormalize: Score items by log-probs renormalised over the allowed continuations
-            at each step instead of raw log-probs (evaluation and prediction).
+            at each step instead of raw log-probs (RL rollouts, evaluation and prediction).
         rollout_seed: Seed of the RL rollouts' randomness (negative sampling), combined with the
             global step and the process rank so runs are reproducible and resume exactly.
     """
@@ -65,6 +73,7 @@ class RecommenderModule(L.LightningModule):
         self,
         policy: PolicyBuilder | None = None,
         objective: Objective | None = None,
+        loss: PolicyLoss = PolicyLoss(),  # noqa: B008 - a frozen-by-convention settings object
         sft_epochs: int = 0,
         rl_learning_rate: float | None = None,
         optimizer: OptimizerCallable = _default_optimizer,
@@ -88,15 +97,22 @@ class RecommenderModule(L.LightningModule):
                 f"model.eval_top_k holds K={max(eval_top_k)} > model.eval_num_beams={eval_num_beams}:"
                 " the beam protocol cannot rank past its beams"
             )
-        self.save_hyperparameters(ignore=["policy", "objective", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["policy", "objective", "loss", "optimizer", "scheduler"])
         self.policy_builder = policy if policy is not None else TinyQwen2Policy()
         self.objective = objective
+        self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.automatic_optimization = False
         self.policy: torch.nn.Module | None = None
-        self.reference = None
+        self.reference: ReferenceModel | None = None
         self.trie: ItemTrie | None = None
+        self.val_metrics: RankingMetrics | None = None
+        self.test_metrics: RankingMetrics | None = None
+        self.evaluation_ranks: list[torch.Tensor] = []
+        """Positive ranks (``ge``) of the current validation/test epoch, for the callbacks."""
+        self.last_group: Group | None = None
+        """The last RL step's groups, for the callbacks."""
 
     # ------------------------------------------------------------------ building
     def build(self, datamodule) -> None:
@@ -123,17 +139,17 @@ class RecommenderModule(L.LightningModule):
         self.test_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="test/")
         if self.hparams.init_from:
             self._load_policy_weights(self.hparams.init_from)
-        if self.objective is not None and self.objective.beta > 0:
+        if self.objective is not None and self.loss.beta > 0:
             self.reference = ReferenceModel(self.policy)
 
     def _evaluation_windows(self, num_negatives: int) -> list[tuple[float, float]]:
         """``eval_windows`` plus the objective's own window (TAWin), so its target is logged."""
         windows = [tuple(float(x) for x in window) for window in self.hparams.eval_windows]
-        window_fractions = getattr(self.objective, "window_fractions", None)
-        if window_fractions is not None:
-            objective_window = tuple(float(x) for x in window_fractions(num_negatives))
-            if objective_window not in windows:
-                windows.append(objective_window)
+        objective_windows = [] if self.objective is None else self.objective.logged_windows()
+        for window in objective_windows:
+            fractions = window.fractions(num_negatives)
+            if fractions not in windows:
+                windows.append(fractions)
         return windows
 
     def configure_model(self) -> None:
@@ -141,7 +157,7 @@ class RecommenderModule(L.LightningModule):
 
     def _load_policy_weights(self, path: str) -> None:
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"model.init_from: no checkpoint at {path}") from error
         prefix = "policy."
@@ -196,17 +212,23 @@ class RecommenderModule(L.LightningModule):
                 for group in optimizer.param_groups:
                     group["lr"] = self.hparams.rl_learning_rate
 
-    def _update(self, loss: torch.Tensor) -> None:
-        """One optimizer step on ``loss`` (clip, step, schedule)."""
+    def _update(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on ``loss`` (clip, step, schedule); returns the gradient norm
+        before clipping."""
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        gradients = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        grad_norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.float()) for g in gradients])
+        )
         if self.hparams.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
         optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
+        return grad_norm.detach()
 
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
         for name, value in terms.items():
@@ -238,41 +260,56 @@ class RecommenderModule(L.LightningModule):
         return torch.Generator(device="cpu").manual_seed(key)
 
     def _rl_step(self, batch: dict[str, torch.Tensor]) -> None:
-        objective = self.objective
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        rollout = objective.rollout(
-            self.policy,
-            input_ids,
-            attention_mask,
-            batch["target"],
-            self.trie,
-            generator=self._rollout_generator(),
+        scorer = PolicyScorer(
+            self.policy, input_ids, attention_mask, self.trie, self.hparams.renormalize
         )
-        completions, token_mask = rollout.completions(self.trie)
+        group = self.objective.group(scorer, batch["target"], self._rollout_generator())
+        advantages = self.loss.advantages(group)
+        completions, token_mask = group.completions(self.trie)
 
-        ref_logp = None
+        def logprobs(model: torch.nn.Module) -> torch.Tensor:
+            return completion_logprobs(model, input_ids, attention_mask, completions, token_mask)
+
+        ref_logp = old_logp = None
         if self.reference is not None:
             with torch.no_grad(), self.reference.activated() as reference:
-                ref_logp = completion_logprobs(reference, input_ids, attention_mask, completions, token_mask)
-        old_logp = None
-        if objective.num_iterations > 1:
+                ref_logp = logprobs(reference)
+        if self.loss.num_iterations > 1:
             with torch.no_grad():
-                old_logp = completion_logprobs(self.policy, input_ids, attention_mask, completions, token_mask)
-
-        for _ in range(objective.num_iterations):
-            logp = completion_logprobs(self.policy, input_ids, attention_mask, completions, token_mask)
+                old_logp = logprobs(self.policy)
+        for _ in range(self.loss.num_iterations):
             # old_logp None (one iteration): policy_loss uses logp.detach(), ratio 1 in value
-            loss, stats = objective.loss(logp, old_logp, ref_logp, rollout, token_mask)
+            loss, stats = self.loss(
+                logprobs(self.policy), old_logp, ref_logp, group, advantages, token_mask
+            )
             self._check_finite({"rl/loss": loss, **{f"rl/{k}": v for k, v in stats.items()}})
-            self._update(loss)
-
+            grad_norm = self._update(loss)
+        self.last_group = group
         batch_size = input_ids.shape[0]
-        self.log("train/rl_loss", loss, prog_bar=True, batch_size=batch_size)
-        for name, value in {**stats, **rollout.stats}.items():
-            if value.ndim == 0:
-                self.log(f"train/{name}", value, batch_size=batch_size)
-        if "positive_rank" in rollout.stats:
-            self._log_histogram("train/positive_rank_in_rollout", rollout.stats["positive_rank"])
+        logged = {
+            **self._informative_loss_stats(loss, stats),
+            **group_statistics(group, advantages),
+            **{name: value for name, value in group.stats.items() if value.ndim == 0},
+            "grad_norm": grad_norm,
+        }
+        self.log("train/surrogate", logged.pop("surrogate"), prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{k}": v for k, v in logged.items()}, batch_size=batch_size)
+
+    def _informative_loss_stats(
+        self, loss: torch.Tensor, stats: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The loss statistics that can vary in this configuration: with one update per
+        rollout the ratio is 1 (no clipping, and the clipped term's value is 0 whatever the
+        gradient), and with beta = 0 there is no KL."""
+        kept = {"surrogate": stats["surrogate"]}
+        if self.loss.num_iterations > 1:
+            kept.update({k: stats[k] for k in ("pg_loss", "clip_ratio", "ratio_mean")})
+        if self.loss.beta > 0:
+            kept["kl"] = stats["kl"]
+        if len(kept) > 1:
+            kept["rl_loss"] = loss.detach()
+        return kept
 
     # ------------------------------------------------------------------ evaluation
     def _top_beams(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,10 +341,10 @@ class RecommenderModule(L.LightningModule):
         scores = self._ranking_scores(batch).float()
         metrics.update(scores, batch["target"])
         # ge = negatives scoring at least the positive: its 0-based rank, ties against it.
-        self._eval_ranks.append(positive_ranks(scores, batch["target"]).ge.cpu())
+        self.evaluation_ranks.append(positive_ranks(scores, batch["target"]).ge.cpu())
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_ranks: list[torch.Tensor] = []
+        self.evaluation_ranks = []
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -317,58 +354,21 @@ class RecommenderModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, self.test_metrics)
 
-    def _end_evaluation(self, metrics: RankingMetrics, stage: str) -> None:
+    def _end_evaluation(self, metrics: RankingMetrics) -> None:
         values = metrics.compute()
         metrics.reset()
         if self.hparams.eval_protocol == "beam":
             values = {k: v for k, v in values.items() if "/hr@" in k or "/ndcg@" in k}
         # Values are already global (summed states); sync_dist only averages identical numbers.
         self.log_dict(values, sync_dist=True)
-        if self._eval_ranks:
-            self._log_histogram(f"{stage}/positive_rank", torch.cat(self._eval_ranks))
-        self._log_hit_rate_figure(values, stage)
 
     def on_validation_epoch_end(self) -> None:
-        self._end_evaluation(self.val_metrics, "val")
+        self._end_evaluation(self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self._end_evaluation(self.test_metrics, "test")
+        self._end_evaluation(self.test_metrics)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Top ``eval_num_beams`` recommendations per context by constrained beam search."""
         items, scores = self._top_beams(batch)
         return {"sample_index": batch["sample_index"], "items": items, "scores": scores}
-
-    # ------------------------------------------------------------------ TensorBoard extras
-    def _tensorboard(self):
-        from torch.utils.tensorboard import SummaryWriter
-
-        for logger in self.loggers:
-            if isinstance(getattr(logger, "experiment", None), SummaryWriter):
-                return logger.experiment
-        return None
-
-    def _log_histogram(self, tag: str, values: torch.Tensor) -> None:
-        writer = self._tensorboard()
-        if writer is not None and self.trainer.is_global_zero and values.numel():
-            writer.add_histogram(tag, values.float().cpu(), self.global_step)
-
-    def _log_hit_rate_figure(self, values: dict[str, torch.Tensor], stage: str) -> None:
-        writer = self._tensorboard()
-        if writer is None or not self.trainer.is_global_zero:
-            return
-        from matplotlib.figure import Figure  # not pyplot: leaves the session's backend alone
-
-        ks = sorted(self.hparams.eval_top_k)
-        figure = Figure(figsize=(4, 3))
-        axis = figure.subplots()
-        for name in ("hr", "ndcg"):
-            axis.plot(ks, [float(values[f"{stage}/{name}@{k}"]) for k in ks], marker="o", label=name.upper())
-        axis.set_xscale("log")
-        axis.set_xlabel("K")
-        axis.set_ylabel("metric@K")
-        axis.set_title(f"{stage}: HR@K and NDCG@K")
-        axis.legend()
-        figure.tight_layout()
-        writer.add_figure(f"{stage}/metrics_at_k", figure, self.global_step, close=False)
-

@@ -16,7 +16,6 @@ from wpauc.metrics.functional import (
     ndcg_from_ranks,
     positive_ranks,
     validate_top_k,
-    validate_window,
     windowed_partial_auc,
     windowed_partial_auc_from_ranks,
 )
@@ -38,7 +37,6 @@ __all__ = [
     "ndcg_from_ranks",
     "positive_ranks",
     "validate_top_k",
-    "validate_window",
     "windowed_partial_auc",
     "windowed_partial_auc_from_ranks",
 ]

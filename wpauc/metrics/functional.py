@@ -21,15 +21,12 @@ to the ``*_from_ranks`` functions.
 """
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 from torch import Tensor
 
-# ``alpha + d`` may exceed 1 by this much (float rounding of e.g. 0.7 + 0.3); the window is
-# then clipped to end at FPR 1.
-WINDOW_TOLERANCE = 1e-9
-
+from wpauc.window import validate_window
 
 @dataclass(frozen=True)
 class PositiveRanks:
@@ -67,19 +64,6 @@ def validate_top_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     return int(k)
-
-
-def validate_window(alpha: float, d: float) -> tuple[float, float]:
-    """Return the FPR window ``(alpha, d)`` as floats, or raise ValueError unless
-    ``0 <= alpha``, ``0 < d`` and ``alpha + d <= 1`` (up to :data:`WINDOW_TOLERANCE`)."""
-    for name, value in (("alpha", alpha), ("d", d)):
-        if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    if d == 0:
-        raise ValueError("d must be > 0: the window [alpha, alpha + d] is empty")
-    if alpha + d > 1.0 + WINDOW_TOLERANCE:
-        raise ValueError(f"alpha + d must be <= 1, got alpha={alpha!r} + d={d!r} = {alpha + d!r}")
-    return float(alpha), float(d)
 
 
 def positive_ranks(scores: Tensor, target: Tensor) -> PositiveRanks:
@@ -201,7 +185,6 @@ def _describe(value: object) -> str:
 
 
 __all__ = [
-    "WINDOW_TOLERANCE",
     "PositiveRanks",
     "auc",
     "auc_from_ranks",
@@ -211,7 +194,6 @@ __all__ = [
     "ndcg_from_ranks",
     "positive_ranks",
     "validate_top_k",
-    "validate_window",
     "windowed_partial_auc",
     "windowed_partial_auc_from_ranks",
 ]

@@ -21,9 +21,9 @@ from wpauc.metrics.functional import (
     ndcg_from_ranks,
     positive_ranks,
     validate_top_k,
-    validate_window,
     windowed_partial_auc_from_ranks,
 )
+from wpauc.window import validate_window, wpauc_key
 
 PerUserMetric = Callable[[PositiveRanks], Tensor]
 
@@ -171,7 +171,7 @@ class RankingMetrics(_MeanOverUsers):
             ):
                 raise ValueError(f"windows[{index}] must be a pair (alpha, d), got {window!r}")
             alpha, d = validate_window(*window)
-            names.append(f"wpauc@[{alpha:g},{alpha + d:g}]")
+            names.append(wpauc_key(alpha, d))
             per_user.append(partial(windowed_partial_auc_from_ranks, alpha=alpha, d=d))
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

@@ -1,42 +1,41 @@
 """wpauc.objectives: GRPO as AUC, beam-search partial AUC and TAWin windowed partial AUC.
 
-Pure torch (no Lightning): `functional` holds the maths, `sampling` the negative samplers,
-`objectives` one class per objective (chosen by `class_path` in YAML).
+Pure torch (no Lightning). An objective (one file each, chosen by `class_path` in YAML)
+only builds each context's group; `PolicyLoss` holds how the group is optimised;
+`functional` holds the maths (advantages, the policy loss, negative samplers, soft window
+weights).
 """
 
+from wpauc.objectives.base import Group, Objective, group_statistics
+from wpauc.objectives.beam_pauc import BeamPAUC
 from wpauc.objectives.functional import (
+    beam_negatives,
     grpo_advantages,
     k3_kl,
     policy_loss,
     rank_aware_penalties,
-    window_bounds,
-    window_mask,
-)
-from wpauc.objectives.objectives import (
-    GRPOAUC,
-    BeamPAUC,
-    Objective,
-    RankAwareReward,
-    Rollout,
-    TAWinWPAUC,
+    sample_negatives,
     soft_window_weights,
 )
-from wpauc.objectives.sampling import beam_negatives, sample_negatives
+from wpauc.objectives.grpo_auc import GRPOAUC
+from wpauc.objectives.loss import PolicyLoss
+from wpauc.objectives.rank_aware import RankAwareReward
+from wpauc.objectives.tawin import TAWinWPAUC
 
 __all__ = [
     "GRPOAUC",
     "BeamPAUC",
+    "Group",
     "Objective",
+    "PolicyLoss",
     "RankAwareReward",
-    "Rollout",
     "TAWinWPAUC",
     "beam_negatives",
+    "group_statistics",
     "grpo_advantages",
     "k3_kl",
     "policy_loss",
     "rank_aware_penalties",
     "sample_negatives",
     "soft_window_weights",
-    "window_bounds",
-    "window_mask",
 ]

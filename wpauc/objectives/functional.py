@@ -2,7 +2,7 @@
 
 Shapes: B contexts, G members per group (the positive and its negatives), L code tokens.
 
-Why GRPO with binary rewards is AUC (DESIGN.md section 2): a group holds the positive and
+Why GRPO with binary rewards is AUC (docs/design.md): a group holds the positive and
 m negatives, rewards 1 and 0. With the *population* std the advantages are exactly
 `A+ = sqrt(m)` and `A_j = -1/sqrt(m)`, so at ratio 1 the sequence-level loss
 `-(1/G) sum_i A_i s_i` equals `-(1/(G sqrt(m))) sum_j (s+ - s_j)`, a linear pairwise AUC
@@ -16,14 +16,6 @@ import math
 
 import torch
 from torch import Tensor
-
-from wpauc.metrics.functional import validate_window
-
-RANK_TOLERANCE = 1e-9
-"""Slack when turning a fraction of the catalog into a rank: `ceil(0.1 * 30)` must be 3,
-not the 4 that floating point gives (0.1 * 30 == 3.0000000000000004). Products within this
-distance above an integer count as that integer."""
-
 
 def grpo_advantages(
     rewards: Tensor,
@@ -76,44 +68,6 @@ def grpo_advantages(
     return torch.where(varied & present, centred * member_weights, torch.zeros_like(centred))
 
 
-def check_window(alpha: float, d: float, owner: str = "window") -> None:
-    """Raise ValueError, naming `owner` and the key, unless 0 <= alpha, 0 < d, alpha + d <= 1
-    (the metrics' own window check, so objectives and metrics accept the same windows)."""
-    try:
-        validate_window(alpha, d)
-    except ValueError as error:
-        raise ValueError(f"{owner}: {error}") from None
-
-
-def rank_ceil(fraction: float, num_negatives: int) -> int:
-    """`ceil(fraction * num_negatives)`, robust to floating point (see RANK_TOLERANCE)."""
-    return max(0, math.ceil(fraction * num_negatives - RANK_TOLERANCE))
-
-
-def window_bounds(num_negatives: int, alpha: float, d: float) -> tuple[int, int]:
-    """0-based negative-ranks `[lo, hi)` of the WPAUC window FPR in `[alpha, alpha + d]`.
-
-    `lo = ceil(alpha * n)` and `hi = ceil((alpha + d) * n)` with n = `num_negatives`: the
-    negatives the positive has to out-rank for its ROC to reach TPR 1 inside the window.
-    The window may hold no negative when `d * n < 1`; callers that need one check `hi > lo`.
-    """
-    if num_negatives < 0:
-        raise ValueError(f"window_bounds: num_negatives must be >= 0, got {num_negatives}")
-    check_window(alpha, d)
-    hi = min(rank_ceil(alpha + d, num_negatives), num_negatives)
-    return min(rank_ceil(alpha, num_negatives), hi), hi
-
-
-def window_mask(neg_rank: Tensor, num_negatives: int, alpha: float, d: float) -> Tensor:
-    """Bool mask of the negatives inside the window: 0-based `neg_rank` in `[lo, hi)`.
-
-    `neg_rank` is the rank of each negative among the negatives only (the positive
-    removed), `num_negatives` the catalog's n = N - 1; see `window_bounds`.
-    """
-    lo, hi = window_bounds(num_negatives, alpha, d)
-    return (neg_rank >= lo) & (neg_rank < hi)
-
-
 def rank_aware_penalties(num_beams: int) -> Tensor:
     """MiniOneRec's rank-aware penalties for the non-targets at beam positions 0..W-1.
 
@@ -135,12 +89,26 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return torch.exp(log_ratio) - log_ratio - 1.0
 
 
-def _sequence_then_batch_mean(
-    per_token: Tensor, token_mask: Tensor, sequence_mask: Tensor
+AGGREGATIONS = ("sequence_mean", "token_mean", "sequence_sum")
+"""How `policy_loss` reduces per-token terms: the mean over each sequence's tokens, then
+over sequences (TRL's `grpo`); the mean over all valid tokens of the batch (DAPO); the sum
+over each sequence's tokens, then the mean over sequences (the loss on the item score
+`s(i|x)` itself, with no length normalisation)."""
+
+
+def aggregate(
+    per_token: Tensor, token_mask: Tensor, sequence_mask: Tensor, aggregation: str
 ) -> Tensor:
-    """TRL `grpo` aggregation: mean over each sequence's tokens, then over the sequences."""
+    """Reduce `[B, G, L]` per-token terms to a scalar as `aggregation` says (see
+    `AGGREGATIONS`); `token_mask` `[B, G, L]` and `sequence_mask` `[B, G]` mark what counts."""
     token_weights = token_mask.to(per_token.dtype)
-    per_sequence = (per_token * token_weights).sum(-1) / token_weights.sum(-1).clamp_min(1.0)
+    if aggregation == "token_mean":
+        return (per_token * token_weights).sum() / token_weights.sum().clamp_min(1.0)
+    per_sequence = (per_token * token_weights).sum(-1)
+    if aggregation == "sequence_mean":
+        per_sequence = per_sequence / token_weights.sum(-1).clamp_min(1.0)
+    elif aggregation != "sequence_sum":
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     sequence_weights = sequence_mask.to(per_token.dtype)
     return (per_sequence * sequence_weights).sum() / sequence_weights.sum().clamp_min(1.0)
 
@@ -155,6 +123,7 @@ def policy_loss(
     epsilon: float = 0.2,
     epsilon_high: float | None = None,
     beta: float = 0.0,
+    aggregation: str = "sequence_mean",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO-clipped GRPO loss with a k3 KL penalty, aggregated like TRL's `grpo` loss type.
 
@@ -178,6 +147,8 @@ def policy_loss(
         epsilon: lower clip range, the ratio is clipped below at `1 - epsilon`.
         epsilon_high: upper clip range (DAPO "clip-higher"); None means `epsilon`.
         beta: weight of the k3 KL to the reference.
+        aggregation: how per-token terms are reduced, one of `AGGREGATIONS`; the
+            description above is the default, `"sequence_mean"`.
 
     Returns:
         `(loss, stats)`; `loss = pg_loss + beta * kl` where `pg_loss` and `kl` are the
@@ -185,7 +156,11 @@ def policy_loss(
         `pg_loss`, `kl`, `clip_ratio_low` / `clip_ratio_high` (fraction of valid tokens
         clipped at the lower bound with A < 0 / at the upper bound with A > 0, i.e. where
         the clip removes the gradient, as TRL counts them), `clip_ratio` (their sum) and
-        `ratio_mean` (mean ratio over valid tokens).
+        `ratio_mean` (mean ratio over valid tokens) and `surrogate`, the advantage-weighted
+        log-probs under the same aggregation: the value whose gradient the unclipped loss
+        follows (for binary rewards `sum_j (s+ - s_j) / (G sqrt(m))` of length-normalised
+        scores, a pairwise margin), which
+        unlike `pg_loss` is not 0 by construction at ratio 1.
     """
     if logp.dim() != 3:
         raise ValueError(f"policy_loss: logp must be [B, G, L], got shape {tuple(logp.shape)}")
@@ -215,9 +190,9 @@ def policy_loss(
     clipped_ratio = torch.clamp(ratio, 1.0 - epsilon, 1.0 + upper)
     token_advantages = advantages.to(logp.dtype).unsqueeze(-1)
     per_token_pg = -torch.minimum(ratio * token_advantages, clipped_ratio * token_advantages)
-    pg_loss = _sequence_then_batch_mean(per_token_pg, valid_tokens, sequence_mask)
+    pg_loss = aggregate(per_token_pg, valid_tokens, sequence_mask, aggregation)
     if ref_logp is not None:
-        kl = _sequence_then_batch_mean(k3_kl(logp, ref_logp), valid_tokens, sequence_mask)
+        kl = aggregate(k3_kl(logp, ref_logp), valid_tokens, sequence_mask, aggregation)
     else:
         kl = torch.zeros((), dtype=logp.dtype, device=logp.device)
     loss = pg_loss + beta * kl if beta != 0.0 else pg_loss
@@ -235,5 +210,128 @@ def policy_loss(
             "clip_ratio_high": clip_high,
             "clip_ratio": clip_low + clip_high,
             "ratio_mean": (ratio * valid_tokens).sum() / token_count,
+            "surrogate": aggregate(
+                token_advantages * logp.detach(), valid_tokens, sequence_mask, aggregation
+            ),
         }
     return loss, stats
+
+
+def soft_window_weights(negative_scores: Tensor, lo: int, hi: int, temperature: float) -> Tensor:
+    """Soft membership of each negative in the window of negative-ranks `[lo, hi)`.
+
+    Args:
+        negative_scores: `[B, R]` scores of the negatives in rank order (best first).
+        lo: first window rank.
+        hi: one past the last window rank.
+        temperature: tau of the sigmoid edges, in score units.
+
+    Returns:
+        `[B, R]` weights `sigmoid((t_top - s) / tau) * sigmoid((s - t_bottom) / tau)` with
+        the edges at the score midpoints between ranks lo - 1 | lo and hi - 1 | hi (open
+        edges when lo = 0 or hi = R).
+    """
+    num_ranked = negative_scores.shape[-1]
+    if not 0 <= lo < hi <= num_ranked:
+        raise ValueError(
+            f"soft_window_weights: need 0 <= lo < hi <= {num_ranked}, got [{lo}, {hi})"
+        )
+    scores = negative_scores.float()
+    weights = torch.ones_like(scores)
+    if lo > 0:
+        top_edge = 0.5 * (scores[:, lo - 1] + scores[:, lo])
+        weights = weights * torch.sigmoid((top_edge.unsqueeze(-1) - scores) / temperature)
+    if hi < num_ranked:
+        bottom_edge = 0.5 * (scores[:, hi - 1] + scores[:, hi])
+        weights = weights * torch.sigmoid((scores - bottom_edge.unsqueeze(-1)) / temperature)
+    return weights
+
+
+def _draw_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
+    # Random draws must happen on the generator's device; results move back afterwards.
+    return generator.device if generator is not None else fallback
+
+
+def sample_negatives(
+    logits: Tensor,
+    target: Tensor,
+    num_negatives: int,
+    generator: torch.Generator | None = None,
+    replacement: bool = False,
+) -> Tensor:
+    """Draw negatives from `softmax(logits)` over the catalog with the positive left out.
+
+    Args:
+        logits: `[B, N]` unnormalised log-weights of every catalog item; all zeros is the
+            uniform sampler, `scores / temperature` the policy sampler.
+        target: `[B]` catalog index of each context's positive, never drawn.
+        num_negatives: m, negatives per context.
+        generator: torch random generator for reproducible draws; None uses the global one.
+        replacement: draw i.i.d. (duplicates possible, as GRPO's own samples are) instead of
+            m distinct items. Without replacement the draw is successive sampling
+            (Plackett-Luce), done with the Gumbel-top-k trick: exact, and unlike
+            `torch.multinomial` it cannot fail when many weights underflow to zero.
+
+    Returns:
+        `[B, m]` catalog indices of the negatives.
+    """
+    batch, num_items = logits.shape
+    if target.shape != (batch,):
+        raise ValueError(
+            f"sample_negatives: target must be [B] = [{batch}], got {tuple(target.shape)}"
+        )
+    available = num_items - 1
+    if num_negatives < 1 or (not replacement and num_negatives > available):
+        raise ValueError(
+            f"sample_negatives: num_negatives must be in [1, {available}] (catalog of "
+            f"{num_items} items less the positive) without replacement, got {num_negatives}"
+        )
+    device = _draw_device(generator, logits.device)
+    rows = torch.arange(batch, device=device)
+    masked = logits.detach().float().to(device).clone()
+    masked[rows, target.to(device)] = -torch.inf
+    if replacement:
+        probabilities = torch.softmax(masked, dim=-1)
+        drawn = torch.multinomial(
+            probabilities, num_negatives, replacement=True, generator=generator
+        )
+    else:
+        uniform = torch.rand(masked.shape, generator=generator, device=device)
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
+        drawn = (masked + gumbel).topk(num_negatives, dim=-1).indices
+    return drawn.to(logits.device)
+
+
+def beam_negatives(
+    beam_items: Tensor, beam_scores: Tensor, target: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Drop the positive from each beam list; the negatives below it move up one rank.
+
+    Args:
+        beam_items: `[B, W]` catalog indices sorted by score, best first.
+        beam_scores: `[B, W]` their scores.
+        target: `[B]` the positive of each context.
+
+    Returns:
+        `(negative_items [B, W-1], negative_scores [B, W-1], positive_position [B])`. Column
+        r holds the negative of 0-based negative-rank r (the threshold adjustment). When
+        the positive is absent the W-th negative is cut so every row has W - 1 negatives.
+        `positive_position` is the positive's beam position, i.e. the number of negatives
+        ranked above it, or W when it is not in the beam (its rank is then >= W).
+    """
+    width = beam_items.shape[-1]
+    is_positive = beam_items == target.unsqueeze(-1)
+    if (is_positive.sum(-1) > 1).any():
+        raise ValueError("beam_negatives: a beam list holds the positive more than once")
+    # Stable sort on the 0/1 flag keeps the negatives in beam order, the positive last.
+    order = torch.sort(is_positive.to(torch.uint8), dim=-1, stable=True).indices[:, : width - 1]
+    positive_position = positive_beam_position(beam_items, target)
+    return beam_items.gather(-1, order), beam_scores.gather(-1, order), positive_position
+
+
+def positive_beam_position(beam_items: Tensor, target: Tensor) -> Tensor:
+    """`[B]` beam position of each context's positive in `beam_items` `[B, W]` (best first),
+    i.e. the number of beam items ranked above it, or W when it is not in the beam."""
+    width = beam_items.shape[-1]
+    positions = torch.arange(width, device=beam_items.device)
+    return torch.where(beam_items == target.unsqueeze(-1), positions, width).amin(-1)

@@ -1,0 +1,180 @@
+"""The objective interface: an objective builds each context's group, nothing more.
+
+Per RL step an objective asks an `ItemScorer` (the policy's ranking of the catalog) for
+what it needs and returns a `Group`: the members, their rewards, optional member weights
+and statistics to log. Which members enter the group decides which AUC is optimised
+(docs/design.md): uniform negatives -> full AUC, policy samples -> AUC weighted by pi,
+top-m beam -> one-way partial AUC, beam ranks in a window -> windowed partial AUC. How the
+group's log-probs are optimised (advantages, clipping, KL) is `wpauc.objectives.PolicyLoss`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from wpauc.decoding import ItemScorer, ItemTrie
+from wpauc.objectives.functional import beam_negatives
+from wpauc.window import Window
+
+
+@dataclass
+class Group:
+    """Each context's group: who is in it, with what reward and weight."""
+
+    items: Tensor
+    """`[B, G]` long: catalog index of every member. Padding members (`member_mask` False)
+    still hold a valid index so gathers never fail."""
+    rewards: Tensor
+    """`[B, G]` float: reward of every member."""
+    member_mask: Tensor
+    """`[B, G]` bool: False for padding members."""
+    positive_mask: Tensor
+    """`[B, G]` bool: True where the member is the context's positive (at most one)."""
+    weights: Tensor | None = None
+    """`[B, G]` non-negative member weights (soft window, saturation); None: all 1."""
+    stats: dict[str, Tensor] = field(default_factory=dict)
+    """Detached values to log: scalars, plus `positive_rank` `[B]` (long) where the
+    objective knows it: the number of negatives ranked above the positive, censored at the
+    beam width W (the value W means "not in the beam", i.e. rank >= W)."""
+
+    def completions(self, trie: ItemTrie) -> tuple[Tensor, Tensor]:
+        """`(completions [B, G, L], completion_mask [B, G, L])`: the members' code tokens.
+
+        L is the trie's longest code. Positions past a code's end (and all positions of
+        padding members) are False in the mask; their token ids are whatever the trie pads
+        with, so they must only be read under the mask.
+        """
+        codes = trie.item_codes.to(self.items.device)
+        lengths = trie.item_code_lengths.to(self.items.device)
+        completions = codes[self.items]
+        positions = torch.arange(codes.shape[-1], device=self.items.device)
+        completion_mask = positions < lengths[self.items].unsqueeze(-1)
+        return completions, completion_mask & self.member_mask.unsqueeze(-1)
+
+
+def positive_first_group(
+    target: Tensor, negatives: Tensor, stats: dict[str, Tensor], weights: Tensor | None = None
+) -> Group:
+    """Group = [positive, negatives...] with binary rewards (1 for the positive)."""
+    items = torch.cat([target.unsqueeze(-1), negatives], dim=-1)
+    rewards = torch.zeros(items.shape, dtype=torch.float32, device=items.device)
+    rewards[:, 0] = 1.0
+    member_mask = torch.ones(items.shape, dtype=torch.bool, device=items.device)
+    positive_mask = torch.zeros_like(member_mask)
+    positive_mask[:, 0] = True
+    return Group(items, rewards, member_mask, positive_mask, weights, stats)
+
+
+@dataclass
+class RankedNegatives:
+    """A beam with the positive dropped (the threshold adjustment, see `beam_negatives`)."""
+
+    items: Tensor
+    """`[B, W-1]` negatives by negative-rank, best first."""
+    scores: Tensor
+    """`[B, W-1]` their scores."""
+    positive_score: Tensor
+    """`[B]` the positive's beam score, -inf when it is not in the beam."""
+    stats: dict[str, Tensor]
+    """`positive_in_beam` (scalar) and `positive_rank` `[B]` (W when not in the beam)."""
+
+
+class Objective(ABC):
+    """Base class of the RL objectives: `group(scorer, target)` builds each context's group.
+
+    Subclasses implement `_build_group`; they validate their settings in `__init__` and, for
+    settings that depend on the catalog size, in `check_catalog`.
+    """
+
+    def group(
+        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None = None
+    ) -> Group:
+        """Build each context's group under the policy behind `scorer` (no gradients).
+
+        Args:
+            scorer: the policy's ranking of the catalog for this batch of contexts.
+            target: `[B]` catalog index of each context's positive.
+            generator: random generator for the samplers; None uses torch's global one.
+        """
+        num_items = int(scorer.num_items)
+        if target.dim() != 1:
+            raise ValueError(
+                f"{type(self).__name__}.group: target must be [B], got {tuple(target.shape)}"
+            )
+        if num_items < 2:
+            raise ValueError(f"{type(self).__name__}.group: the catalog needs >= 2 items")
+        target = target.long()
+        if bool(((target < 0) | (target >= num_items)).any()):
+            raise ValueError(
+                f"{type(self).__name__}.group: target holds indices outside [0, {num_items})"
+            )
+        self.check_catalog(num_items)
+        with torch.no_grad():
+            return self._build_group(scorer, target, generator)
+
+    def check_catalog(self, num_items: int) -> None:
+        """Raise ValueError naming the key when the settings cannot work on a catalog of
+        `num_items` items. Runs at every rollout and, through the LightningModule, as soon as
+        the catalog is loaded, so a bad setting fails before any training."""
+
+    def logged_windows(self) -> list[Window]:
+        """The windows whose WPAUC should be logged beside the configured ones (TAWin's own)."""
+        return []
+
+    @abstractmethod
+    def _build_group(
+        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
+    ) -> Group:
+        """Pick each context's members and their rewards (and weights, if any)."""
+
+    def _config_error(self, key: str, message: str) -> ValueError:
+        return ValueError(f"{type(self).__name__}: {key} {message}")
+
+    def _ranked_negatives(self, scorer: ItemScorer, target: Tensor, width: int) -> RankedNegatives:
+        """Beam search of `width` with the positive dropped (see `beam_negatives`)."""
+        items, scores = scorer.beam(width)
+        if items.shape != (target.shape[0], width):
+            raise RuntimeError(
+                f"{type(self).__name__}: beam search returned items of shape "
+                f"{tuple(items.shape)}, expected {(target.shape[0], width)}"
+            )
+        negatives, negative_scores, positive_position = beam_negatives(items, scores, target)
+        in_beam = positive_position < width
+        beam_position = positive_position.clamp_max(width - 1).unsqueeze(-1)
+        positive_score = torch.where(
+            in_beam, scores.gather(-1, beam_position).squeeze(-1), -torch.inf
+        )
+        stats = {"positive_in_beam": in_beam.float().mean(), "positive_rank": positive_position}
+        return RankedNegatives(negatives, negative_scores, positive_score, stats)
+
+
+def group_statistics(group: Group, advantages: Tensor) -> dict[str, Tensor]:
+    """Diagnostics of a batch of groups and their advantages `[B, G]` (detached scalars).
+
+    `zero_advantage_groups`: fraction of contexts whose every advantage is 0 (they teach
+    nothing: all rewards equal, saturated or gated off); `positive_abs_advantage` and
+    `negative_abs_advantage`: mean |A| on the positives present and on the other members;
+    `group_size`: mean number of members with a non-zero weight.
+    """
+    with torch.no_grad():
+        members = group.member_mask
+        if group.weights is not None:
+            members = members & (group.weights > 0)
+        magnitude = advantages.abs().float()
+        positives = group.positive_mask & members
+        negatives = members & ~group.positive_mask
+        zero = ((magnitude * members).sum(-1) == 0).float().mean()
+
+        def mean_over(mask: Tensor) -> Tensor:
+            return (magnitude * mask).sum() / mask.sum().clamp_min(1)
+
+        return {
+            "zero_advantage_groups": zero,
+            "positive_abs_advantage": mean_over(positives),
+            "negative_abs_advantage": mean_over(negatives),
+            "group_size": members.sum(-1).float().mean(),
+        }

@@ -1,0 +1,139 @@
+"""TAWin: threshold-adjusted windowed reweighting, a windowed partial AUC objective."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from wpauc.decoding import ItemScorer
+from wpauc.objectives.base import Group, Objective, positive_first_group
+from wpauc.objectives.functional import soft_window_weights
+from wpauc.window import Window
+
+
+class TAWinWPAUC(Objective):
+    """Threshold-Adjusted Windowed reweighting: windowed partial AUC, FPR in [alpha, alpha+d].
+
+    Per context: constrained beam search of width `hi + 1` (`hi + 2` with a soft window,
+    one more negative to place the lower edge), the positive dropped from the beam list
+    (negatives below it move up one rank: the threshold adjustment); the group is the
+    positive plus the negatives of negative-rank in `[lo, hi)` (see `wpauc.window`);
+    advantages as GRPO on that group.
+
+    The window is set either by `(alpha, d)` or by `(target_k, window_width)`, the latter
+    being negative-ranks `[target_k - 1, target_k - 1 + window_width)`: the positive is a
+    hit at K exactly when it out-ranks the negative of rank K - 1, so the window starts
+    with the first negative it must beat to enter the Top-K; with `saturate` a context
+    stops contributing exactly when it is a hit at K.
+
+    Args:
+        alpha: window start as a false-positive rate, in [0, 1]; give with `d`.
+        d: window width as a false-positive rate, in (0, 1], alpha + d <= 1.
+        target_k: the Top-K to aim at (>= 1); give with `window_width` instead of `alpha`
+            and `d`.
+        window_width: number of negatives in the window (>= 1), with `target_k`.
+        soft_temperature: tau; if set, the window edges are soft: every beam negative is a
+            group member with weight `sigmoid((t_top - s) / tau) * sigmoid((s - t_bottom) /
+            tau)`, where t_top (t_bottom) is the midpoint of the scores at negative-ranks
+            lo - 1 and lo (hi - 1 and hi), +inf (-inf) when the window starts at rank 0
+            (ends at the catalog's last negative). Scores are summed log-probs, so tau is in
+            log-prob units; tau -> 0 gives the hard window. For binary rewards this gives
+            `A+ = sqrt(m_eff)`, `A_j = -w_j / sqrt(m_eff)` with `m_eff = sum_j w_j`.
+        saturate: a context whose positive out-scores every window negative (its WPAUC is
+            already 1 when alpha n is an integer, as with `target_k`) gets advantage 0.
+        max_beam_width: largest beam width allowed (a compute cap); an error names it when
+            the window needs more. None: no cap.
+    """
+
+    def __init__(
+        self,
+        alpha: float | None = None,
+        d: float | None = None,
+        target_k: int | None = None,
+        window_width: int | None = None,
+        soft_temperature: float | None = None,
+        saturate: bool = False,
+        max_beam_width: int | None = None,
+    ) -> None:
+        by_fraction = alpha is not None or d is not None
+        by_rank = target_k is not None or window_width is not None
+        if by_fraction == by_rank:
+            raise self._config_error(
+                "alpha/d/target_k/window_width",
+                "set either (alpha, d) or (target_k, window_width), exactly one pair; got "
+                f"alpha={alpha}, d={d}, target_k={target_k}, window_width={window_width}",
+            )
+        if by_fraction and (alpha is None or d is None):
+            raise self._config_error("alpha/d", f"give both, got alpha={alpha}, d={d}")
+        if by_rank and (target_k is None or window_width is None):
+            raise self._config_error(
+                "target_k/window_width",
+                f"give both, got target_k={target_k}, window_width={window_width}",
+            )
+        try:
+            self.window = (
+                Window.fpr(alpha, d) if by_fraction else Window.top_k(target_k, window_width)
+            )
+        except ValueError as error:
+            raise ValueError(f"{type(self).__name__}: {error}") from None
+        if soft_temperature is not None and not soft_temperature > 0.0:
+            raise self._config_error("soft_temperature", f"must be > 0, got {soft_temperature}")
+        if max_beam_width is not None and max_beam_width < 2:
+            raise self._config_error("max_beam_width", f"must be >= 2, got {max_beam_width}")
+        self.soft_temperature = soft_temperature
+        self.saturate = saturate
+        self.max_beam_width = max_beam_width
+        if self.window.max_rank is not None:
+            # A rank window knows its beam width before seeing the catalog.
+            self._check_beam_width(self._beam_width(self.window.max_rank, None))
+
+    def window_ranks(self, num_negatives: int) -> tuple[int, int]:
+        """Window negative-ranks `[lo, hi)` for a catalog with n = `num_negatives`."""
+        try:
+            return self.window.ranks(num_negatives)
+        except ValueError as error:
+            raise ValueError(f"{type(self).__name__}: {error}") from None
+
+    def logged_windows(self) -> list[Window]:
+        return [self.window]
+
+    def _beam_width(self, hi: int, num_items: int | None) -> int:
+        width = hi + (2 if self.soft_temperature is not None else 1)
+        return width if num_items is None else min(width, num_items)
+
+    def _check_beam_width(self, width: int) -> None:
+        if self.max_beam_width is not None and width > self.max_beam_width:
+            raise self._config_error(
+                "max_beam_width",
+                f"= {self.max_beam_width} is too small: the window's upper rank needs beam "
+                f"width {width}",
+            )
+
+    def check_catalog(self, num_items: int) -> None:
+        _, hi = self.window_ranks(num_items - 1)
+        self._check_beam_width(self._beam_width(hi, num_items))
+
+    def _build_group(
+        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
+    ) -> Group:
+        num_items = scorer.num_items
+        lo, hi = self.window_ranks(num_items - 1)
+        ranked = self._ranked_negatives(scorer, target, self._beam_width(hi, num_items))
+        stats = ranked.stats
+        member_weights: Tensor | None = None
+        if self.soft_temperature is None:
+            members = ranked.items[:, lo:hi]
+        else:
+            members = ranked.items
+            negative_weights = soft_window_weights(ranked.scores, lo, hi, self.soft_temperature)
+            member_weights = torch.cat([torch.ones_like(negative_weights[:, :1]), negative_weights], -1)
+            stats["window_weight_sum"] = negative_weights.sum(-1).mean()
+        if self.saturate:
+            # Strictly above the window's top negative: a tie does not saturate.
+            saturated = ranked.positive_score > ranked.scores[:, lo]
+            keep = (~saturated).float().unsqueeze(-1).expand(-1, 1 + members.shape[1])
+            member_weights = keep if member_weights is None else member_weights * keep
+            stats["saturated"] = saturated.float().mean()
+        stats["window_lo"] = torch.tensor(float(lo), device=target.device)
+        stats["window_hi"] = torch.tensor(float(hi), device=target.device)
+        return positive_first_group(target, members, stats, member_weights)
