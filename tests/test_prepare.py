@@ -1,24 +1,35 @@
-"""Raw Amazon 2018 pipeline (``wpauc-prepare-amazon``) on small generated raw files with
-deliberate bad records, checked against a brute-force oracle written here."""
+"""Raw Amazon 2018 pipeline (``wpauc prepare-amazon``) on small generated raw files with
+deliberate bad records, checked against a brute-force oracle written here; and the command
+line family: ``wpauc --help``, the subcommands' help, the alias console scripts and the old
+option spellings."""
 
 from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import gzip
+import importlib
+import inspect
 import json
 import random
+import re
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from wpauc.data.amazon_raw import CSV_COLUMNS, BadRecordLog, prepare_amazon
-from wpauc.prepare import prepare_amazon_main
+from wpauc.cli import main
+from wpauc.prepare import COMMANDS, SIDOptions
+from wpauc.prepare.amazon import prepare_amazon
+from wpauc.prepare.layout import CSV_COLUMNS
+from wpauc.prepare.records import BadRecordLog
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CATEGORY = "Toy_Products"
 STEM = f"{CATEGORY}_5_2016-10-2018-11"
 WINDOW_START = int(datetime(2016, 10, 1, tzinfo=timezone.utc).timestamp())
@@ -170,19 +181,29 @@ def toy_sid_index(num_items: int) -> dict[str, list[str]]:
     return {str(i): [f"<a_{i % 4}>", f"<b_{i % 7}>", f"<c_{i % 5}>"] for i in range(num_items)}
 
 
-def run_two_stage(raw: RawFiles, output: Path, *extra: str) -> dict:
-    """``--items-only``, then a hand-made SID index via ``--sid-index``; returns the report."""
-    base = ["--reviews", str(raw.reviews), "--meta", str(raw.meta), "--category", CATEGORY]
-    assert prepare_amazon_main([*base, "--output-dir", str(output), "--items-only", *extra]) == 0
+def console_script(name: str) -> Callable[[list[str]], None]:
+    """The function that pyproject.toml's ``[project.scripts]`` entry ``name`` runs (read
+    with a pattern: tomllib needs Python 3.11 and the package supports 3.10)."""
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    entry = re.search(rf'^{name} = "([\w.]+):(\w+)"$', pyproject, re.MULTILINE)
+    assert entry is not None, f"no console script {name} in {REPO_ROOT / 'pyproject.toml'}"
+    return getattr(importlib.import_module(entry.group(1)), entry.group(2))
+
+
+def raw_file_options(raw: RawFiles) -> list[str]:
+    """The options of ``wpauc prepare-amazon`` that name the raw files and the category."""
+    return ["--reviews", str(raw.reviews), "--meta", str(raw.meta), "--category", CATEGORY]
+
+
+def run_two_stage(raw: RawFiles, output: Path) -> dict:
+    """``wpauc prepare-amazon --items_only``, then a hand-made SID index via ``--sid_index``;
+    returns the report."""
+    base = [*raw_file_options(raw), "--output_dir", str(output)]
+    main(["prepare-amazon", *base, "--items_only"])
     items = json.loads((output / "index" / f"{CATEGORY}.item.json").read_text())
     sid_file = output.parent / f"{output.name}_sids.json"
     sid_file.write_text(json.dumps(toy_sid_index(len(items))))
-    assert (
-        prepare_amazon_main(
-            [*base, "--output-dir", str(output), "--sid-index", str(sid_file), *extra]
-        )
-        == 0
-    )
+    main(["prepare-amazon", *base, "--sid_index", str(sid_file)])
     return json.loads((output / f"{CATEGORY}.prepare_report.json").read_text())
 
 
@@ -374,11 +395,11 @@ def test_truncated_gzip_and_undecodable_lines_are_reported(prepared, tmp_path):
 
 def test_strict_mode_stops_at_the_first_bad_record_with_its_location(prepared, tmp_path):
     raw, _, _ = prepared
-    argv = ["--reviews", str(raw.reviews), "--meta", str(raw.meta), "--category", CATEGORY]
+    argv = ["prepare-amazon", *raw_file_options(raw), "--output_dir", str(tmp_path)]
     with pytest.raises(
         SystemExit, match=rf"{raw.reviews}:{raw.bad_review_lines[0]}: .*malformed_line"
     ):
-        prepare_amazon_main([*argv, "--output-dir", str(tmp_path), "--items-only", "--strict"])
+        main([*argv, "--items_only", "--strict"])
     log = BadRecordLog(strict=True)
     with pytest.raises(ValueError, match=rf"{raw.reviews}:{raw.bad_review_lines[0]}"):
         prepare_amazon(raw.reviews, raw.meta, log=log)
@@ -386,27 +407,22 @@ def test_strict_mode_stops_at_the_first_bad_record_with_its_location(prepared, t
 
 def test_argument_errors_name_the_argument(prepared, tmp_path, capsys):
     raw, _, _ = prepared
-    argv = [
-        "--reviews",
-        str(raw.reviews),
-        "--meta",
-        str(raw.meta),
-        "--category",
-        CATEGORY,
-        "--output-dir",
-        str(tmp_path),
-    ]
-    with pytest.raises(SystemExit) as exit_info:
-        prepare_amazon_main(argv)  # no SID source and no index in the output folder
-    assert exit_info.value.code == 2 and "no SID source" in capsys.readouterr().err
+    argv = ["prepare-amazon", *raw_file_options(raw), "--output_dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match="wpauc prepare-amazon: error: no SID source"):
+        main(argv)  # no SID source and no index in the output folder
+    with pytest.raises(SystemExit, match="--sid_index and --items_only exclude each other"):
+        main([*argv, "--sid_index", str(tmp_path / "sids.json"), "--items_only"])
     with pytest.raises(SystemExit, match="start must look like YYYY-MM"):
-        prepare_amazon_main([*argv, "--items-only", "--start", "2016-13"])
+        main([*argv, "--items_only", "--start", "2016-13"])
     with pytest.raises(SystemExit, match="input file not found"):
-        prepare_amazon_main([*argv[:1], str(tmp_path / "missing.json"), *argv[2:], "--items-only"])
+        main([*argv[:2], str(tmp_path / "missing.json"), *argv[3:], "--items_only"])
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"0": ["<a_1>"]}))
     with pytest.raises(SystemExit, match=r"wrong.json: SID index must cover item ids"):
-        prepare_amazon_main([*argv, "--sid-index", str(wrong)])
+        main([*argv, "--sid_index", str(wrong)])
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--k_core", "five"])
+    assert exit_info.value.code == 2 and "k_core" in capsys.readouterr().err
 
 
 def test_round_trip_through_the_data_layer_reader(prepared):
@@ -427,3 +443,67 @@ def test_round_trip_through_the_data_layer_reader(prepared):
         assert [(s.user, list(s.history), s.target) for s in samples] == [
             (row["user_id"], row["history_item_id"], row["item_id"]) for row in rows
         ]
+
+
+@pytest.mark.parametrize("argv", [["--help"], []], ids=["help", "no-arguments"])
+def test_wpauc_help_names_the_data_preparation_commands(argv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no line wrapping inside the names checked
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert "{fit,validate,test,predict}" in shown
+    assert "'wpauc prepare-amazon' (Raw Amazon Reviews 2018" in shown
+    assert "'wpauc build-sids' (SIDs for" in shown
+
+
+@pytest.mark.parametrize(
+    ("command", "documentation"),
+    [
+        ("prepare-amazon", "--start START         first month kept, YYYY-MM."),
+        ("build-sids", "--data_dir DATA_DIR   MiniOneRec-layout folder (holds index/)."),
+    ],
+)
+def test_subcommand_help_lists_every_option(command, documentation, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"usage: wpauc {command} ")
+    options = [name for name in inspect.signature(COMMANDS[command]).parameters if name != "sid"]
+    options += [f"sid.{option.name}" for option in dataclasses.fields(SIDOptions)]
+    for option in options:
+        assert f"  --{option} " in shown
+    assert documentation in shown
+    assert "k-means centroids per level." in shown
+
+
+def test_alias_script_with_the_old_spellings_gives_the_same_layout(prepared, tmp_path):
+    raw, output, report = prepared
+    alias_output = tmp_path / "alias"
+    old_spellings = [
+        "--reviews",
+        str(raw.reviews),
+        f"--meta={raw.meta}",
+        "--category",
+        CATEGORY,
+        f"--output-dir={alias_output}",
+    ]
+    prepare_amazon_alias = console_script("wpauc-prepare-amazon")
+    prepare_amazon_alias([*old_spellings, "--items-only"])
+    items = json.loads((alias_output / "index" / f"{CATEGORY}.item.json").read_text())
+    sid_file = tmp_path / "sids.json"
+    sid_file.write_text(json.dumps(toy_sid_index(len(items))))
+    prepare_amazon_alias([*old_spellings, "--sid-index", str(sid_file), "--strict", "false"])
+    for relative in (
+        f"train/{STEM}.csv",
+        f"valid/{STEM}.csv",
+        f"test/{STEM}.csv",
+        f"index/{CATEGORY}.item.json",
+        f"index/{CATEGORY}.index.json",
+    ):
+        assert (alias_output / relative).read_bytes() == (output / relative).read_bytes()
+    alias_report = json.loads((alias_output / f"{CATEGORY}.prepare_report.json").read_text())
+    for section in ("command", "params", "bad_records", "stats"):
+        assert alias_report[section] == report[section]

@@ -1,6 +1,6 @@
 """SID building: k-means against sklearn, residual levels, text embeddings against an
-unbatched oracle, and the ``wpauc-build-sids`` / ``--encoder`` commands with a tiny random
-BERT saved offline (no download)."""
+unbatched oracle, and the ``wpauc build-sids`` / ``wpauc prepare-amazon --encoder`` commands
+with a tiny random BERT saved offline (no download)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,19 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
-from tests.test_prepare import CATEGORY, STEM, read_split, write_raw_files
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
-from wpauc.data.sid_building import (
+from tests.test_prepare import (
+    CATEGORY,
+    STEM,
+    console_script,
+    raw_file_options,
+    read_split,
+    write_raw_files,
+)
+from wpauc.cli import main
+from wpauc.prepare.sids import (
     GT_MINILM_NAME,
     _default_max_length,
     _squared_distances,
@@ -31,7 +39,6 @@ from wpauc.data.sid_building import (
     resolve_encoder_path,
     sid_tokens,
 )
-from wpauc.prepare import build_sids_main, prepare_amazon_main
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["item", "pen", "blue", "s", "pack", "great", "paper", "second", "line"]
@@ -174,19 +181,19 @@ def test_bundled_minilm_embeds_offline():
 
 def test_one_command_and_two_stage_give_the_same_layout(tiny_encoder, tmp_path):
     raw = write_raw_files(tmp_path / "raw")
-    sid_args = [
-        "--encoder",
-        str(tiny_encoder),
-        "--codebook-size",
-        "4",
-        "--levels",
-        "3",
-        "--batch-size",
-        "8",
-    ]
-    base = ["--reviews", str(raw.reviews), "--meta", str(raw.meta), "--category", CATEGORY]
+    sid_args = ["--sid.codebook_size", "4", "--sid.levels", "3", "--sid.batch_size", "8"]
     one = tmp_path / "one"
-    assert prepare_amazon_main([*base, "--output-dir", str(one), *sid_args]) == 0
+    main(
+        [
+            "prepare-amazon",
+            *raw_file_options(raw),
+            "--output_dir",
+            str(one),
+            "--encoder",
+            str(tiny_encoder),
+            *sid_args,
+        ]
+    )
     index = json.loads((one / "index" / f"{CATEGORY}.index.json").read_text())
     items = json.loads((one / "index" / f"{CATEGORY}.item.json").read_text())
     assert sorted(index, key=int) == sorted(items, key=int)
@@ -210,17 +217,15 @@ def test_one_command_and_two_stage_give_the_same_layout(tiny_encoder, tmp_path):
     assert report["sids"]["max_items_per_sid"] == max(Counter(map(tuple, index.values())).values())
 
     two = tmp_path / "two"
-    assert prepare_amazon_main([*base, "--output-dir", str(two), "--items-only"]) == 0
+    main(["prepare-amazon", *raw_file_options(raw), "--output_dir", str(two), "--items_only"])
     assert not (two / "train").exists()
-    build_args = ["--data-dir", str(two), "--category", CATEGORY, *sid_args]
-    assert build_sids_main(build_args) == 0
+    encoder = ["--encoder", str(tiny_encoder)]
+    main(["build-sids", "--data_dir", str(two), "--category", CATEGORY, *encoder, *sid_args])
     assert (
         json.loads((two / f"{CATEGORY}.sids_report.json").read_text())["sids"]["distinct_sids"]
         == distinct
     )
-    assert (
-        prepare_amazon_main([*base, "--output-dir", str(two)]) == 0
-    )  # reuses index/<Category>.index.json
+    main(["prepare-amazon", *raw_file_options(raw), "--output_dir", str(two)])  # reuses index.json
     for relative in (
         f"index/{CATEGORY}.index.json",
         f"index/{CATEGORY}.item.json",
@@ -230,13 +235,41 @@ def test_one_command_and_two_stage_give_the_same_layout(tiny_encoder, tmp_path):
 
 
 def test_build_sids_errors_name_the_file(tiny_encoder, tmp_path):
-    with pytest.raises(SystemExit, match="item table not found"):
-        build_sids_main(
-            ["--data-dir", str(tmp_path), "--category", CATEGORY, "--encoder", str(tiny_encoder)]
-        )
+    argv = ["build-sids", "--data_dir", str(tmp_path), "--category", CATEGORY]
+    argv += ["--encoder", str(tiny_encoder)]
+    with pytest.raises(SystemExit, match="wpauc build-sids: error: item table not found"):
+        main(argv)
     (tmp_path / "index").mkdir()
     (tmp_path / "index" / f"{CATEGORY}.item.json").write_text(json.dumps({"1": {"title": "pen"}}))
     with pytest.raises(SystemExit, match=rf"{CATEGORY}.item.json: item ids must be 0..0"):
-        build_sids_main(
-            ["--data-dir", str(tmp_path), "--category", CATEGORY, "--encoder", str(tiny_encoder)]
-        )
+        main(argv)
+
+
+def test_build_sids_alias_with_the_old_spellings_gives_the_same_index(tiny_encoder, tmp_path):
+    raw = write_raw_files(tmp_path / "raw")
+    sid_options = ["--sid.codebook_size", "4", "--sid.batch_size", "8"]
+    for folder in ("new", "old"):
+        base = [*raw_file_options(raw), "--output_dir", str(tmp_path / folder)]
+        main(["prepare-amazon", *base, "--items_only"])
+    new = ["--data_dir", str(tmp_path / "new"), "--category", CATEGORY]
+    main(["build-sids", *new, "--encoder", str(tiny_encoder), *sid_options])
+    console_script("wpauc-build-sids")(
+        [
+            "--data-dir",
+            str(tmp_path / "old"),
+            "--category",
+            CATEGORY,
+            f"--encoder={tiny_encoder}",
+            "--codebook-size",
+            "4",
+            "--batch-size=8",
+        ]
+    )
+    index = f"index/{CATEGORY}.index.json"
+    assert (tmp_path / "old" / index).read_bytes() == (tmp_path / "new" / index).read_bytes()
+    reports = [
+        json.loads((tmp_path / folder / f"{CATEGORY}.sids_report.json").read_text())
+        for folder in ("new", "old")
+    ]
+    assert reports[0]["sids"] == reports[1]["sids"]
+    assert reports[0]["sids"]["codebook_size"] == 4

