@@ -1,4 +1,4 @@
-"""Exact ranking metrics over full-catalog scores (DESIGN.md sections 3 and 5).
+"""Exact ranking metrics over full-catalog scores (docs/design.md, "The metrics contract").
 
 Metrics (torchmetrics, mean over users): :class:`HitRate`, :class:`NDCG`, :class:`AUC`,
 :class:`WindowedPartialAUC`, and :class:`RankingMetrics` for all of them at once.

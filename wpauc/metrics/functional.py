@@ -1,4 +1,4 @@
-"""Per-user ranking metrics over full-catalog scores, in pure torch (DESIGN.md section 3).
+"""Per-user ranking metrics over full-catalog scores, in pure torch (docs/design.md).
 
 Every metric takes ``scores`` ``[B, N]`` (one row per user, one column per catalog item,
 higher is better) and ``target`` ``[B]`` (the column of each user's positive) and returns

@@ -132,7 +132,7 @@ def policy_loss(
     each sequence's valid tokens, then the mean over the valid sequences (members with
     `member_mask` True and at least one valid token). Because of the token mean, the item
     score this loss pushes on is length-normalised: `s(i|x) / len(code)`. For fixed-length
-    SID codes that is a constant factor (the AUC reading of section 2 holds as is); for
+    SID codes that is a constant factor (the AUC reading of docs/design.md holds as is); for
     variable-length title codes it is not, and short titles get larger per-token steps.
 
     Args:
