@@ -10,13 +10,10 @@ import math
 import sys
 from pathlib import Path
 
+from wpauc.window import wpauc_key
+
 COLUMNS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "auc")
 NAMES = {"SFT": "SFT only", "grpo_auc": "GRPO/AUC (uniform)", "beam_pauc": "beam-PAUC", "tawin": "TAWin-WPAUC (K=10)"}
-
-
-def _window_key(window) -> str:
-    alpha, d = window
-    return f"wpauc@[{alpha:g},{alpha + d:g}]"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -31,7 +28,7 @@ def _cell(values: list[float]) -> str:
 
 
 def dataset_table(name: str, entry: dict) -> str:
-    wpauc = _window_key(entry["top10_window"])
+    wpauc = wpauc_key(*entry["top10_window"])
     header = [*COLUMNS, "WPAUC (ranks 9-18)"]
     lines = [
         f"### {name} ({entry['num_items']} items; test split; mean ± std over seeds {entry['seeds']})",

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from wpauc.window import Window
+
 REPO = Path(__file__).resolve().parents[1]
 OBJECTIVES = ("grpo_auc", "beam_pauc", "tawin")
 TABLE_METRICS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "auc")
@@ -107,12 +109,6 @@ def summarise(runs: list[dict], keys) -> dict[str, tuple[float, float]]:
     return summary
 
 
-def top10_window(num_items: int) -> tuple[float, float]:
-    """The FPR window of negative-ranks [9, 19): TAWin's window for target_k=10, width 10."""
-    num_negatives = num_items - 1
-    return 9 / num_negatives, 10 / num_negatives
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["synthetic", "office"], help="config folders under configs/")
@@ -134,7 +130,9 @@ def main() -> None:
         configs = REPO / "configs" / dataset
         root = args.out / dataset
         data = load_data(dataset)
-        windows = [(0.0, 0.01), (0.0, 0.05), top10_window(len(data.catalog))]
+        # TAWin's window for target_k=10, width 10: negative-ranks [9, 19)
+        top10_window = Window.top_k(10, 10).fractions(len(data.catalog) - 1)
+        windows = [(0.0, 0.01), (0.0, 0.05), top10_window]
         eval_windows = "--model.eval_windows=" + json.dumps([list(w) for w in windows])
         sft_extra = [f"--trainer.max_epochs={args.sft_epochs}"] if args.sft_epochs else []
         rl_extra = [f"--trainer.max_epochs={args.rl_epochs}"] if args.rl_epochs else []
