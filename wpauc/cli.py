@@ -17,13 +17,18 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from wpauc.data.datamodule import RecDataModule
 from wpauc.module import RecommenderModule
-from wpauc.prepare.commands import COMMANDS, describe_commands, run_command
+from wpauc.prepare.command_line import COMMANDS, describe_commands, run_command
 
 
 class WpaucCLI(LightningCLI):
     """LightningCLI with a ``--test_after_fit`` switch."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--test_after_fit``.
+
+        Args:
+            parser: the parser of one subcommand.
+        """
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -32,6 +37,7 @@ class WpaucCLI(LightningCLI):
         )
 
     def after_fit(self) -> None:
+        """Test the best checkpoint (or the last weights) unless ``--test_after_fit false``."""
         if not self.config_init[self.subcommand].get("test_after_fit", False):
             return
         checkpoint_callback = self.trainer.checkpoint_callback

@@ -110,7 +110,12 @@ class PreparedData:
 
 
 def month_start(year_month: str, arg_name: str = "year_month") -> int:
-    """Unix time (UTC) of the first second of ``YYYY-MM``."""
+    """Unix time (UTC) of the first second of ``YYYY-MM``.
+
+    Args:
+        year_month: the month, ``YYYY-MM``.
+        arg_name: the option it came from, named in the error.
+    """
     match = _YEAR_MONTH.match(year_month)
     if match is None or not 1 <= int(match.group(2)) <= 12:
         raise ValueError(f"{arg_name} must look like YYYY-MM (e.g. 2016-10), got {year_month!r}")
@@ -120,7 +125,11 @@ def month_start(year_month: str, arg_name: str = "year_month") -> int:
 
 
 def _as_timestamp(value: object) -> int | None:
-    """An integer Unix time from an int or a string of digits; ``None`` otherwise."""
+    """An integer Unix time from an int or a string of digits; ``None`` otherwise.
+
+    Args:
+        value: the record's ``unixReviewTime``.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -133,7 +142,12 @@ def _as_timestamp(value: object) -> int | None:
 def read_reviews(path: Path, log: BadRecordLog) -> list[Review]:
     """Reviews in file order. Records missing ``reviewerID``/``asin``/``unixReviewTime``
     (``review_missing_field``) or with an empty id or non-integer time
-    (``review_bad_field``) are logged and skipped."""
+    (``review_bad_field``) are logged and skipped.
+
+    Args:
+        path: the review JSON-lines file.
+        log: where bad records go.
+    """
     reviews = []
     for line, record in iter_records(path, log):
         missing = [name for name in REVIEW_FIELDS if record.get(name) is None]
@@ -162,7 +176,12 @@ def read_reviews(path: Path, log: BadRecordLog) -> list[Review]:
 
 def clean_title(raw: object, max_words: int) -> str | None:
     """MiniOneRec's title rule: the cleaned title, or ``None`` when unusable (not a
-    string, contains ``<span id``, 1 character or less, or more than ``max_words`` words)."""
+    string, contains ``<span id``, 1 character or less, or more than ``max_words`` words).
+
+    Args:
+        raw: the metadata record's ``title``.
+        max_words: longest usable title, in space-separated words.
+    """
     if not isinstance(raw, str) or "<span id" in raw:
         return None
     title = raw.replace("&quot;", '"').replace("&amp;", "&").strip(" ").strip('"')
@@ -173,7 +192,11 @@ def clean_title(raw: object, max_words: int) -> str | None:
 
 def clean_text(raw: object) -> str:
     """HTML tags removed, entities unescaped, whitespace collapsed; a list is cleaned as
-    its Python ``str`` (MiniOneRec's behaviour for the 2018 list-valued descriptions)."""
+    its Python ``str`` (MiniOneRec's behaviour for the 2018 list-valued descriptions).
+
+    Args:
+        raw: a metadata field such as ``description``.
+    """
     if not raw:
         return ""
     text = _HTML_TAG.sub("", str(raw))
@@ -182,7 +205,11 @@ def clean_text(raw: object) -> str:
 
 
 def _clean_categories(raw: object) -> str | None:
-    """Flattened, ``</span>``-free categories joined with ``,``; ``None`` if ill-typed."""
+    """Flattened, ``</span>``-free categories joined with ``,``; ``None`` if ill-typed.
+
+    Args:
+        raw: the record's ``categories`` (or ``category``): a list, possibly of lists.
+    """
     if not raw:
         return ""
     if not isinstance(raw, list):
@@ -197,6 +224,12 @@ def read_metadata(
     path: Path, wanted: set[str], log: BadRecordLog, max_title_words: int = 20
 ) -> tuple[dict[str, ItemMeta], set[str], int]:
     """Metadata of the ``wanted`` asins.
+
+    Args:
+        path: the metadata JSON-lines file.
+        wanted: asins whose metadata is needed (records of other asins are skipped).
+        log: where bad records go.
+        max_title_words: longest usable title, in space-separated words.
 
     Returns:
         ``(usable, unusable, duplicates)``: ``usable`` maps asin -> :class:`ItemMeta` for

