@@ -343,3 +343,47 @@ def test_objectives_instantiate_from_class_path_and_reject_loss_settings():
     # Loss settings belong to model.loss, not to the objective.
     with pytest.raises(Exception, match="beta"):
         instantiate({"target_k": 5, "window_width": 3, "beta": 0.1})
+
+
+def test_logistic_pairwise_weights_give_the_bounded_surrogate_closed_form():
+    num_items, positive = 12, 0
+    scores = distinct_scores(3, num_items, seed=5)
+    target = torch.full((3,), positive)
+    tau = 0.7
+    for objective in (
+        BeamPAUC(num_negatives=4, pairwise="logistic", pairwise_temperature=tau),
+        TAWinWPAUC(target_k=2, window_width=3, pairwise="logistic", pairwise_temperature=tau),
+        GRPOAUC(num_negatives=4, pairwise="logistic", pairwise_temperature=tau),
+    ):
+        rollout, _ = run(objective, scores, target, torch.Generator().manual_seed(0))
+        member_scores = scores.gather(1, rollout.items)
+        weights = torch.sigmoid((member_scores[:, 1:] - member_scores[:, :1]) / tau)
+        m_eff = weights.sum(-1, keepdim=True)
+        torch.testing.assert_close(rollout.advantages[:, :1], m_eff.sqrt(), rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(
+            rollout.advantages[:, 1:], -weights / m_eff.sqrt(), rtol=1e-3, atol=1e-4
+        )
+
+
+def test_gates_silence_contexts_outside_the_beam_or_the_band():
+    num_items, positive = 20, 7
+    positions = [0, 2, 4, 6, 9, 15]  # the positive's negative-rank in each context
+    scores = torch.stack([scores_with_positive_at(num_items, positive, p) for p in positions])
+    target = torch.full((len(positions),), positive)
+
+    def live(objective):
+        rollout, _ = run(objective, scores, target)
+        return (rollout.advantages != 0).any(-1).tolist()
+
+    # TAWin K=3, width 3: window negative-ranks [2, 5), beam width 6 (ranks 0..5 visible).
+    assert live(TAWinWPAUC(target_k=3, window_width=3)) == [True] * 6
+    assert live(TAWinWPAUC(target_k=3, window_width=3, gate="beam")) == [p < 6 for p in positions]
+    assert live(TAWinWPAUC(target_k=3, window_width=3, gate="band")) == [
+        2 <= p < 5 for p in positions
+    ]
+    assert live(TAWinWPAUC(target_k=3, window_width=3, gate="band", gate_band=2)) == [
+        0 <= p < 7 for p in positions
+    ]
+    assert live(BeamPAUC(num_negatives=5, positive_only_if_generated=True)) == [
+        p < 6 for p in positions
+    ]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from wpauc.callbacks import RankingPlots
 from wpauc.data.datamodule import RecDataModule
 from wpauc.module import RecommenderModule
 from wpauc.prepare.command_line import COMMANDS, describe_commands, run_command
@@ -61,6 +62,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
         # the epilog makes `wpauc --help` name the data-preparation commands that main() handles
         parser_kwargs={"parser_mode": "omegaconf", "epilog": describe_commands()},
         save_config_kwargs={"overwrite": True},
+        # every run draws its rank histograms and HR@K figure, whatever callbacks it lists
+        trainer_defaults={"callbacks": [RankingPlots()]},
         args=args,
         run=run,
     )

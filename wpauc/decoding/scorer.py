@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from wpauc.decoding.beam_search import constrained_beam_search
+from wpauc.decoding.group_forward import completion_logprobs
 from wpauc.decoding.scoring import score_items
 from wpauc.decoding.trie import ItemTrie
 
@@ -29,6 +30,9 @@ class ItemScorer(Protocol):
 
     def scores(self) -> Tensor:
         """`[B, N]` the score of every catalog item per context."""
+
+    def score(self, items: Tensor) -> Tensor:
+        """`[B, K]` the scores of `items` `[B, K]` (catalog indices), per context."""
 
 
 class PolicyScorer:
@@ -78,6 +82,19 @@ class PolicyScorer:
             self.policy, self.input_ids, self.attention_mask, self.trie, renormalize=self.renormalize
         )
 
+    @torch.no_grad()
+    def score(self, items: Tensor) -> Tensor:
+        if self.renormalize:
+            raise ValueError(
+                "scores of chosen items are raw summed log-probs; with renormalize=True they "
+                "would not match the beam's scores (set model.renormalize false)"
+            )
+        codes = self.trie.item_codes.to(items.device)[items]
+        lengths = self.trie.item_code_lengths.to(items.device)[items]
+        mask = torch.arange(codes.shape[-1], device=items.device) < lengths.unsqueeze(-1)
+        logp = completion_logprobs(self.policy, self.input_ids, self.attention_mask, codes, mask)
+        return logp.sum(-1)
+
 
 class ScoreTable:
     """Fixed item scores `[B, N]`; its beam is the exact top-W (ties broken by item index).
@@ -102,3 +119,6 @@ class ScoreTable:
 
     def scores(self) -> Tensor:
         return self.table.clone()
+
+    def score(self, items: Tensor) -> Tensor:
+        return self.table.gather(-1, items)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from wpauc.decoding import ItemScorer, ItemTrie
-from wpauc.objectives.functional import beam_negatives
+from wpauc.objectives.functional import beam_negatives, logistic_pair_weights
 from wpauc.window import Window
 
 
@@ -54,6 +54,28 @@ class Group:
         positions = torch.arange(codes.shape[-1], device=self.items.device)
         completion_mask = positions < lengths[self.items].unsqueeze(-1)
         return completions, completion_mask & self.member_mask.unsqueeze(-1)
+
+
+def weigh_pairs_logistically(group: Group, scorer: ItemScorer, temperature: float) -> Group:
+    """Multiply a positive-first group's negative weights by `logistic_pair_weights`.
+
+    The positive (column 0) keeps its weight; the members' scores come from `scorer`.
+    """
+    scores = scorer.score(group.items)
+    pair_weights = logistic_pair_weights(scores[:, 0], scores[:, 1:], temperature)
+    weights = torch.cat([torch.ones_like(pair_weights[:, :1]), pair_weights], dim=-1)
+    group.weights = weights if group.weights is None else group.weights * weights
+    group.stats["pair_weight_mean"] = pair_weights.mean()
+    return group
+
+
+def gate_contexts(group: Group, keep: Tensor) -> Group:
+    """Zero the weights of every member of the contexts where `keep` `[B]` is False, so
+    they get advantage 0; logs the fraction kept as `gated_in`."""
+    keep_weights = keep.float().unsqueeze(-1).expand_as(group.rewards)
+    group.weights = keep_weights if group.weights is None else group.weights * keep_weights
+    group.stats["gated_in"] = keep.float().mean()
+    return group
 
 
 def positive_first_group(
@@ -133,6 +155,14 @@ class Objective(ABC):
 
     def _config_error(self, key: str, message: str) -> ValueError:
         return ValueError(f"{type(self).__name__}: {key} {message}")
+
+    def _check_pairwise(self, pairwise: str, temperature: float) -> None:
+        if pairwise not in ("linear", "logistic"):
+            raise self._config_error(
+                "pairwise", f"must be 'linear' or 'logistic', got {pairwise!r}"
+            )
+        if not temperature > 0.0:
+            raise self._config_error("pairwise_temperature", f"must be > 0, got {temperature}")
 
     def _ranked_negatives(self, scorer: ItemScorer, target: Tensor, width: int) -> RankedNegatives:
         """Beam search of `width` with the positive dropped (see `beam_negatives`)."""

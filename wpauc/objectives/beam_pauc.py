@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from wpauc.decoding import ItemScorer
-from wpauc.objectives.base import Group, Objective, positive_first_group
+from wpauc.objectives.base import (
+    Group,
+    Objective,
+    gate_contexts,
+    positive_first_group,
+    weigh_pairs_logistically,
+)
 
 
 class BeamPAUC(Objective):
@@ -17,12 +25,29 @@ class BeamPAUC(Objective):
 
     Args:
         num_negatives: m, negatives per group (G = m + 1); beam width m + 1.
+        positive_only_if_generated: a context contributes only when the beam of width m + 1
+            holds its positive (MiniOneRec's mode); the others get advantage 0.
+        pairwise: "linear" weighs every negative alike (GRPO's linear pairwise
+            surrogate); "logistic" weighs negative j by `sigmoid((s_j - s+) / tau)`, the
+            derivative of the bounded logistic pairwise loss, so pairs the positive already
+            wins by a margin stop pushing (see `logistic_pair_weights`).
+        pairwise_temperature: tau of the logistic weights, in summed log-prob units.
     """
 
-    def __init__(self, num_negatives: int = 16) -> None:
+    def __init__(
+        self,
+        num_negatives: int = 16,
+        positive_only_if_generated: bool = False,
+        pairwise: Literal["linear", "logistic"] = "linear",
+        pairwise_temperature: float = 1.0,
+    ) -> None:
         if num_negatives < 1:
             raise self._config_error("num_negatives", f"must be >= 1, got {num_negatives}")
+        self._check_pairwise(pairwise, pairwise_temperature)
         self.num_negatives = num_negatives
+        self.positive_only_if_generated = positive_only_if_generated
+        self.pairwise = pairwise
+        self.pairwise_temperature = pairwise_temperature
 
     def check_catalog(self, num_items: int) -> None:
         width = self.num_negatives + 1
@@ -36,5 +61,11 @@ class BeamPAUC(Objective):
     def _build_group(
         self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
     ) -> Group:
-        ranked = self._ranked_negatives(scorer, target, self.num_negatives + 1)
-        return positive_first_group(target, ranked.items, ranked.stats)
+        width = self.num_negatives + 1
+        ranked = self._ranked_negatives(scorer, target, width)
+        group = positive_first_group(target, ranked.items, ranked.stats)
+        if self.pairwise == "logistic":
+            group = weigh_pairs_logistically(group, scorer, self.pairwise_temperature)
+        if self.positive_only_if_generated:
+            group = gate_contexts(group, ranked.stats["positive_rank"] < width)
+        return group

@@ -247,6 +247,31 @@ def soft_window_weights(negative_scores: Tensor, lo: int, hi: int, temperature: 
     return weights
 
 
+def logistic_pair_weights(
+    positive_score: Tensor, negative_scores: Tensor, temperature: float
+) -> Tensor:
+    """`[B, m]` weight of each negative under the logistic pairwise loss.
+
+    The loss `tau * log(1 + exp(-(s+ - s_j) / tau))` of the margin `s+ - s_j` has derivative
+    `-sigmoid((s_j - s+) / tau)`: close to 1 for a negative that out-scores the positive,
+    close to 0 for one it already beats by several tau (a saturated pair), 1/2 at a tie.
+    Used as member weights of a GRPO group with binary rewards, the expected update becomes
+    `sum_j w_j (s+ - s_j) / sqrt(m_eff)`, the gradient of the bounded surrogate, where the
+    linear GRPO surrogate weighs every pair alike.
+
+    Args:
+        positive_score: `[B]` the positive's score per context.
+        negative_scores: `[B, m]` the negatives' scores.
+        temperature: tau, in score (summed log-prob) units.
+    """
+    return torch.sigmoid((negative_scores.float() - positive_score.float().unsqueeze(-1)) / temperature)
+
+
+def rank_gate(positive_rank: Tensor, lo: int, hi: int) -> Tensor:
+    """`[B]` bool: the positive's negative-rank (negatives scored above it) is in `[lo, hi)`."""
+    return (positive_rank >= lo) & (positive_rank < hi)
+
+
 def _draw_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
     # Random draws must happen on the generator's device; results move back afterwards.
     return generator.device if generator is not None else fallback

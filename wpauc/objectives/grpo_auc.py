@@ -8,7 +8,12 @@ import torch
 from torch import Tensor
 
 from wpauc.decoding import ItemScorer
-from wpauc.objectives.base import Group, Objective, positive_first_group
+from wpauc.objectives.base import (
+    Group,
+    Objective,
+    positive_first_group,
+    weigh_pairs_logistically,
+)
 from wpauc.objectives.functional import sample_negatives
 
 
@@ -29,6 +34,11 @@ class GRPOAUC(Objective):
         replacement: draw negatives i.i.d. (duplicates possible); with replacement the
             policy sampler's expected surrogate weights each negative exactly by its
             probability. Default: m distinct negatives.
+        pairwise: "linear" weighs every negative alike (GRPO's linear pairwise
+            surrogate); "logistic" weighs negative j by `sigmoid((s_j - s+) / tau)`, the
+            derivative of the bounded logistic pairwise loss, so pairs the positive already
+            wins by a margin stop pushing (see `logistic_pair_weights`).
+        pairwise_temperature: tau of the logistic weights, in summed log-prob units.
     """
 
     def __init__(
@@ -37,6 +47,8 @@ class GRPOAUC(Objective):
         sampler: Literal["uniform", "policy"] = "uniform",
         temperature: float = 1.0,
         replacement: bool = False,
+        pairwise: Literal["linear", "logistic"] = "linear",
+        pairwise_temperature: float = 1.0,
     ) -> None:
         if num_negatives < 1:
             raise self._config_error("num_negatives", f"must be >= 1, got {num_negatives}")
@@ -44,7 +56,10 @@ class GRPOAUC(Objective):
             raise self._config_error("sampler", f"must be 'uniform' or 'policy', got {sampler!r}")
         if not temperature > 0.0:
             raise self._config_error("temperature", f"must be > 0, got {temperature}")
+        self._check_pairwise(pairwise, pairwise_temperature)
         self.num_negatives = num_negatives
+        self.pairwise = pairwise
+        self.pairwise_temperature = pairwise_temperature
         self.sampler = sampler
         self.temperature = temperature
         self.replacement = replacement
@@ -71,4 +86,7 @@ class GRPOAUC(Objective):
         negatives = sample_negatives(
             logits, target, self.num_negatives, generator=generator, replacement=self.replacement
         )
-        return positive_first_group(target, negatives, stats)
+        group = positive_first_group(target, negatives, stats)
+        if self.pairwise == "logistic":
+            group = weigh_pairs_logistically(group, scorer, self.pairwise_temperature)
+        return group

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from wpauc.decoding import ItemScorer
-from wpauc.objectives.base import Group, Objective, positive_first_group
-from wpauc.objectives.functional import soft_window_weights
+from wpauc.objectives.base import (
+    Group,
+    Objective,
+    gate_contexts,
+    positive_first_group,
+    weigh_pairs_logistically,
+)
+from wpauc.objectives.functional import rank_gate, soft_window_weights
 from wpauc.window import Window
 
 
@@ -43,6 +51,17 @@ class TAWinWPAUC(Objective):
             already 1 when alpha n is an integer, as with `target_k`) gets advantage 0.
         max_beam_width: largest beam width allowed (a compute cap); an error names it when
             the window needs more. None: no cap.
+        gate: which contexts contribute: "none" (all), "beam" (only those whose positive
+            the beam generated, MiniOneRec's mode: negative-rank < beam width) or "band"
+            (only those whose positive's negative-rank is within `gate_band` ranks of the
+            window, `[lo - gate_band, hi + gate_band)`; the beam grows to see that far).
+            The others get advantage 0.
+        gate_band: the band's reach around the window, in ranks (>= 0), for gate "band".
+        pairwise: "linear" weighs every negative alike (GRPO's linear pairwise
+            surrogate); "logistic" weighs negative j by `sigmoid((s_j - s+) / tau)`, the
+            derivative of the bounded logistic pairwise loss, so pairs the positive already
+            wins by a margin stop pushing (see `logistic_pair_weights`).
+        pairwise_temperature: tau of the logistic weights, in summed log-prob units.
     """
 
     def __init__(
@@ -54,6 +73,10 @@ class TAWinWPAUC(Objective):
         soft_temperature: float | None = None,
         saturate: bool = False,
         max_beam_width: int | None = None,
+        gate: Literal["none", "beam", "band"] = "none",
+        gate_band: int = 0,
+        pairwise: Literal["linear", "logistic"] = "linear",
+        pairwise_temperature: float = 1.0,
     ) -> None:
         by_fraction = alpha is not None or d is not None
         by_rank = target_k is not None or window_width is not None
@@ -80,9 +103,18 @@ class TAWinWPAUC(Objective):
             raise self._config_error("soft_temperature", f"must be > 0, got {soft_temperature}")
         if max_beam_width is not None and max_beam_width < 2:
             raise self._config_error("max_beam_width", f"must be >= 2, got {max_beam_width}")
+        if gate not in ("none", "beam", "band"):
+            raise self._config_error("gate", f"must be 'none', 'beam' or 'band', got {gate!r}")
+        if gate_band < 0:
+            raise self._config_error("gate_band", f"must be >= 0, got {gate_band}")
+        self._check_pairwise(pairwise, pairwise_temperature)
         self.soft_temperature = soft_temperature
         self.saturate = saturate
         self.max_beam_width = max_beam_width
+        self.gate = gate
+        self.gate_band = gate_band
+        self.pairwise = pairwise
+        self.pairwise_temperature = pairwise_temperature
         if self.window.max_rank is not None:
             # A rank window knows its beam width before seeing the catalog.
             self._check_beam_width(self._beam_width(self.window.max_rank, None))
@@ -99,6 +131,8 @@ class TAWinWPAUC(Objective):
 
     def _beam_width(self, hi: int, num_items: int | None) -> int:
         width = hi + (2 if self.soft_temperature is not None else 1)
+        if self.gate == "band":
+            width = max(width, hi + self.gate_band + 1)  # to see the band's lowest rank
         return width if num_items is None else min(width, num_items)
 
     def _check_beam_width(self, width: int) -> None:
@@ -136,4 +170,13 @@ class TAWinWPAUC(Objective):
             stats["saturated"] = saturated.float().mean()
         stats["window_lo"] = torch.tensor(float(lo), device=target.device)
         stats["window_hi"] = torch.tensor(float(hi), device=target.device)
-        return positive_first_group(target, members, stats, member_weights)
+        group = positive_first_group(target, members, stats, member_weights)
+        if self.pairwise == "logistic":
+            group = weigh_pairs_logistically(group, scorer, self.pairwise_temperature)
+        rank = stats["positive_rank"]
+        if self.gate == "beam":
+            group = gate_contexts(group, rank < ranked.items.shape[1] + 1)
+        elif self.gate == "band":
+            band = rank_gate(rank, max(lo - self.gate_band, 0), hi + self.gate_band)
+            group = gate_contexts(group, band)
+        return group
