@@ -87,6 +87,18 @@ def test_resolve_sid_collisions_tags_every_member_in_item_id_order():
         ({"0": ["<a_1>", 3]}, "0", "whitespace-free string"),
         ({"0": ["<a 1>"]}, "0", "whitespace-free string"),
         ({"x": ["<a_1>"]}, "x", "not an integer"),
+        ({"0": ["<a_1><b_2><c_3>"]}, "0", r"SID token 0 '<a_1><b_2><c_3>' joins several"),
+        ({"0": ["<a_1>", "<b_2><c_3>"]}, "0", r"SID token 1 '<b_2><c_3>' joins several"),
+        (
+            {"0": ["<a_1>", "<b_2>"], "1": ["<a_1>"], "2": ["<a_3>", "<b_4>"]},
+            "1",
+            r"SID \['<a_1>'\] has 1 tokens but 2 of the 3 SIDs have 2",
+        ),
+        (
+            {"0": ["<a_1>"], "1": ["<a_1>", "<b_2>", "<c_3>"], "2": ["<a_3>"]},
+            "1",
+            "has 3 tokens but 2 of the 3 SIDs have 1",
+        ),
     ],
 )
 def test_read_sid_index_errors_name_file_and_key(tmp_path, content, key, problem):

@@ -222,3 +222,15 @@ def test_yaml_style_configuration_instantiates():
     assert type(default.codec).__name__ == "SIDCodec" and isinstance(
         default.template, CodeOnlyTemplate
     )
+
+
+@pytest.mark.parametrize("source", ["MiniOneRecSource", "D3Source"])
+def test_file_sources_take_strict_from_yaml(source):
+    """The option the repeated-rows warning names: data.source.init_args.strict."""
+    parser = ArgumentParser()
+    parser.add_class_arguments(RecDataModule, "data")
+    init_args = {"data_dir": "data", "category": "Toys", "strict": True}
+    config = parser.parse_object(
+        {"data": {"source": {"class_path": f"wpauc.data.{source}", "init_args": init_args}}}
+    )
+    assert parser.instantiate(config).data.source.strict is True

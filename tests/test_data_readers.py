@@ -125,10 +125,10 @@ def test_d3_maps_ids_to_catalog_indices(tmp_path):
     (tmp_path / "info").mkdir()
     (tmp_path / "info" / "C.txt").write_text("Z\t30\nX\t10\nY\t20\n")
     for split in ("train", "valid", "test"):
-        write_csv(tmp_path / split / "C.csv", D3_COLUMNS[:5], [["u", "[]", "[]", "[30, 10]", 20]])
+        write_csv(tmp_path / split / "C.csv", D3_COLUMNS[:5], [[split, "[]", "[]", "[30, 10]", 20]])
     data = D3Source(str(tmp_path), "C").load()
     assert data.catalog.item_ids == (10, 20, 30)
-    assert as_tuples(data.test) == [("u", (2, 0), 1)]
+    assert as_tuples(data.test) == [("test", (2, 0), 1)]
 
 
 def rewrite_cell(path: Path, row: int, column: str, value: str) -> None:
@@ -137,6 +137,13 @@ def rewrite_cell(path: Path, row: int, column: str, value: str) -> None:
         records = list(csv.reader(file))
     records[row + 1][records[0].index(column)] = value
     write_csv(path, records[0], records[1:])
+
+
+def layout_source(minionerec_dir: Path, d3_dir: Path, layout: str):
+    """The data folder of `layout` and a source reading it."""
+    if layout == "minionerec":
+        return minionerec_dir, MiniOneRecSource(str(minionerec_dir), CATEGORY)
+    return d3_dir, D3Source(str(d3_dir), CATEGORY)
 
 
 def error_of(source) -> str:
@@ -159,12 +166,7 @@ def error_of(source) -> str:
 )
 @pytest.mark.parametrize("layout", ["minionerec", "d3"])
 def test_bad_cells_name_file_line_and_field(minionerec_dir, d3_dir, layout, column, value, problem):
-    root = minionerec_dir if layout == "minionerec" else d3_dir
-    source = (
-        MiniOneRecSource(str(root), CATEGORY)
-        if layout == "minionerec"
-        else D3Source(str(root), CATEGORY)
-    )
+    root, source = layout_source(minionerec_dir, d3_dir, layout)
     path = root / "train" / f"{FILE_NAME}.csv"
     rewrite_cell(path, 2, column, value)
     message = error_of(source)
@@ -232,6 +234,10 @@ def test_item_json_without_title(minionerec_dir):
         ("Ball\t0\nKite 1\n", 2, "expected 'title<TAB>item_id'"),
         ("Ball\t0\nKite\tone\n", 2, "field 'item_id': not an integer"),
         ("Ball\t0\n\nKite\t0\n", 3, "field 'item_id': item id 0 repeats"),
+        ("Ball\t0\nKi\tte\t1\n", 2, "field 'title': the title 'Ki\\tte' holds a tab"),
+        ("<a_1><b_2>\tBall\t0\n", 1, "field 'title'"),  # MiniOneRec's 3-column info file
+        ("Ball\t0\n\t1\n", 2, "field 'title': the title is empty"),
+        ("Ball\t0\n  \t1\n", 2, "field 'title': the title is empty"),
     ],
 )
 def test_bad_info_file(d3_dir, text, line, problem):
@@ -239,6 +245,95 @@ def test_bad_info_file(d3_dir, text, line, problem):
     path.write_text(text)
     message = error_of(D3Source(str(d3_dir), CATEGORY))
     assert message.startswith(f"{path}, line {line}") and problem in message
+
+
+def test_sid_prefix_of_another_names_the_index_file(minionerec_dir):
+    path = minionerec_dir / "index" / f"{CATEGORY}.index.json"
+    path.write_text(json.dumps({**{str(k): v for k, v in SIDS.items()}, "3": ["<a_1>", "<b_2>"]}))
+    message = error_of(MiniOneRecSource(str(minionerec_dir), CATEGORY))
+    assert message.startswith(f"{path}, key '3': SID ['<a_1>', '<b_2>'] has 2 tokens")
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+@pytest.mark.parametrize("layout", ["minionerec", "d3"])
+def test_trailing_blank_lines_are_ignored(minionerec_dir, d3_dir, layout, line_end):
+    root, source = layout_source(minionerec_dir, d3_dir, layout)
+    for split in ("train", "valid", "test"):
+        with (root / split / f"{FILE_NAME}.csv").open("a", newline="", encoding="utf-8") as file:
+            file.write(line_end * 2)
+    data = source.load()
+    for split in ("train", "valid", "test"):
+        assert as_tuples(data.split(split)) == expected_samples(split)
+
+
+def prepend_byte_order_mark(path: Path) -> None:
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def test_byte_order_marks_are_dropped(minionerec_dir, d3_dir):
+    for path in [*minionerec_dir.glob("*/*"), *d3_dir.glob("*/*")]:
+        prepend_byte_order_mark(path)
+    minionerec = MiniOneRecSource(str(minionerec_dir), CATEGORY).load()
+    d3 = D3Source(str(d3_dir), CATEGORY).load()
+    assert minionerec.catalog.titles == tuple(TITLES[i] for i in range(5))
+    assert d3.catalog.titles[3] == "Ball, red large"  # the first line of the info file
+    for data in (minionerec, d3):
+        for split in ("train", "valid", "test"):
+            assert as_tuples(data.split(split)) == expected_samples(split)
+
+
+@pytest.mark.parametrize(
+    "layout, relative_path, line",
+    [
+        ("minionerec", f"train/{FILE_NAME}.csv", 3),
+        ("minionerec", f"index/{CATEGORY}.item.json", 1),
+        ("minionerec", f"index/{CATEGORY}.index.json", 1),
+        ("d3", f"info/{FILE_NAME}.txt", 2),
+    ],
+)
+def test_non_utf8_byte_names_file_and_line(minionerec_dir, d3_dir, layout, relative_path, line):
+    root, source = layout_source(minionerec_dir, d3_dir, layout)
+    path = root / relative_path
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = b"\xe9" + lines[line - 1]  # Latin-1 'é'
+    path.write_bytes(b"\n".join(lines))
+    assert error_of(source).startswith(f"{path}, line {line}: byte 0xe9 is not UTF-8")
+
+
+def write_split(root: Path, layout: str, split: str, rows: list[tuple]) -> Path:
+    path = root / split / f"{FILE_NAME}.csv"
+    if layout == "minionerec":
+        return write_csv(path, MINIONEREC_COLUMNS, [minionerec_row(*row) for row in rows])
+    return write_csv(path, D3_COLUMNS, [d3_row(*row) for row in rows])
+
+
+@pytest.mark.parametrize("layout", ["minionerec", "d3"])
+def test_repeated_rows_warn_with_counts_or_fail_when_strict(minionerec_dir, d3_dir, layout):
+    root, source = layout_source(minionerec_dir, d3_dir, layout)
+    train = write_split(root, layout, "train", [*ROWS["train"], ROWS["train"][0], ROWS["train"][0]])
+    test = write_split(root, layout, "test", [ROWS["test"][0], ROWS["train"][2], ROWS["train"][0]])
+    with pytest.warns(UserWarning, match="repeated rows") as caught:
+        data = source.load()
+    assert len(caught) == 1
+    # the second train row spans lines 3-4 (its target's title holds a newline)
+    assert str(caught[0].message).splitlines()[1:] == [
+        f"{train}, line 6: 2 row(s) repeat an earlier row of the file (the first repeats line 2)",
+        f"{test}, line 3: 2 test row(s) are also train rows of {train} (the first is its line 5)",
+    ]
+    assert len(data.train) == 5 and len(data.test) == 3  # warned, not dropped
+    source.strict = True
+    assert error_of(source) == (
+        f"{train}, line 6: 2 row(s) repeat an earlier row of the file (the first repeats line 2)"
+    )
+
+
+@pytest.mark.parametrize("source_class", [MiniOneRecSource, D3Source])
+def test_missing_data_folder_names_the_setting(tmp_path, source_class):
+    with pytest.raises(FileNotFoundError, match="data.source.init_args.data_dir") as error:
+        source_class(str(tmp_path / "absent"), CATEGORY).load()
+    assert f"{source_class.__name__}: data folder '{tmp_path / 'absent'}' does not exist" in str(
+        error.value
+    )
 
 
 def test_split_file_must_match_exactly_once(minionerec_dir):

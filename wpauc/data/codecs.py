@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,8 @@ from wpauc.data.catalog import Catalog, find_prefix_conflict
 from wpauc.data.files import DataFileError, read_json_by_item_id
 
 _TOKEN_PATTERN = re.compile(r"<([A-Za-z]+)_(\d+)>")
+_JOINED_TOKENS = re.compile(r"(?:<[^<>]+>){2,}")
+"""Several `<...>` code tokens written as one string, e.g. `<a_60><b_159><c_203>`."""
 _WORD_SPLITTER = pre_tokenizers.Whitespace()
 
 
@@ -67,8 +69,10 @@ def read_sid_index(path: str | Path) -> dict[int, tuple[str, ...]]:
     """Read a MiniOneRec `index.json` (`{"0": ["<a_60>", "<b_159>", "<c_203>"], ...}`).
 
     Returns item id -> SID tokens. Raises DataFileError (a ValueError) naming the file and
-    key for anything but an object whose keys are integers and whose values are non-empty
-    lists of non-empty, whitespace-free strings.
+    key (the item id) for anything but an object whose keys are integers and whose values
+    are non-empty lists of non-empty, whitespace-free strings, one code token each (not
+    `["<a_60><b_159><c_203>"]`), all lists of the same length. Equal lengths also mean no
+    SID is a proper prefix of another.
     """
     sids: dict[int, tuple[str, ...]] = {}
     for item_id, tokens in read_json_by_item_id(path).items():
@@ -76,15 +80,40 @@ def read_sid_index(path: str | Path) -> dict[int, tuple[str, ...]]:
             raise DataFileError(
                 path, f"expected a non-empty list of SID tokens, got {tokens!r}", key=str(item_id)
             )
-        for token in tokens:
+        for position, token in enumerate(tokens):
             if not isinstance(token, str) or not token or any(c.isspace() for c in token):
                 raise DataFileError(
                     path,
                     f"SID token {token!r} is not a non-empty whitespace-free string",
                     key=str(item_id),
                 )
+            if _JOINED_TOKENS.fullmatch(token):
+                raise DataFileError(
+                    path,
+                    f"SID token {position} {token!r} joins several code tokens; write each "
+                    "as its own list element",
+                    key=str(item_id),
+                )
         sids[item_id] = tuple(tokens)
+    _check_equal_lengths(path, sids)
     return sids
+
+
+def _check_equal_lengths(path: str | Path, sids: dict[int, tuple[str, ...]]) -> None:
+    """DataFileError naming the first item (file order) whose SID length is not the most
+    common one: SIDs of one table have one length, and a shorter one could be a prefix of
+    another, which the collision tokens cannot repair."""
+    lengths = Counter(len(sid) for sid in sids.values())
+    if len(lengths) < 2:
+        return
+    length, count = lengths.most_common(1)[0]
+    item_id, sid = next((item_id, sid) for item_id, sid in sids.items() if len(sid) != length)
+    raise DataFileError(
+        path,
+        f"SID {list(sid)} has {len(sid)} tokens but {count} of the {len(sids)} SIDs have "
+        f"{length}; every SID must have the same number of tokens",
+        key=str(item_id),
+    )
 
 
 def _disambiguate(codes: Sequence[Sequence[Hashable]], item_ids: Sequence[int]) -> dict[int, int]:

@@ -31,11 +31,31 @@ class DataFileError(ValueError):
         super().__init__(f"{', '.join(where)}: {problem}")
 
 
+def read_text(path: str | Path) -> str:
+    """The whole of a UTF-8 text file, without the byte-order mark some editors put first.
+
+    Raises DataFileError naming the file and line of the first byte that is not UTF-8 (the
+    bare UnicodeDecodeError would name neither).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        # Decoded as plain UTF-8 so that the error's offset counts from the file's first byte.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataFileError(
+            path,
+            f"byte 0x{raw[error.start]:02x} is not UTF-8; save the file as UTF-8",
+            line=raw.count(b"\n", 0, error.start) + 1,
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
 def read_json_by_item_id(path: str | Path) -> dict[int, Any]:
     """A JSON object keyed by integer item ids (MiniOneRec's index/*.json files)."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise DataFileError(path, f"not valid JSON: {error.msg}", line=error.lineno) from None
     if not isinstance(raw, dict):
