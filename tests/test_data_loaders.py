@@ -13,7 +13,9 @@ def _batches(indices: list[int], batch_size: int) -> list[list[int]]:
     return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
 
 
-def _sampler(world_size: int, rank: int, num_samples: int, batch_size: int, **kwargs) -> GlobalBatchSampler:
+def _sampler(
+    world_size: int, rank: int, num_samples: int, batch_size: int, **kwargs
+) -> GlobalBatchSampler:
     with mock.patch.object(loaders, "_world", return_value=(world_size, rank)):
         return GlobalBatchSampler(num_samples, batch_size, **kwargs)
 

@@ -17,8 +17,8 @@ Both samplers subclass ``DistributedSampler`` so Lightning does not wrap them ag
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -48,9 +48,13 @@ class GlobalBatchSampler(DistributedSampler):
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, shuffle: bool = True):
         world_size, rank = _world()
-        super().__init__(range(num_samples), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        super().__init__(
+            range(num_samples), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+        )
         if num_samples < world_size:
-            raise ValueError(f"the training split has {num_samples} samples, fewer than the {world_size} processes")
+            raise ValueError(
+                f"the training split has {num_samples} samples, fewer than the {world_size} processes"
+            )
         self.batch_size = batch_size
         self.skip_batches = 0  # set by ResumableDataLoader on resume, consumed by the next __iter__
         global_batch = batch_size * world_size
@@ -63,11 +67,15 @@ class GlobalBatchSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         n = len(self.dataset)
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(self.seed + self.epoch)
+            )
         else:
             order = torch.arange(n)
         global_batch = self.batch_size * self.num_replicas
-        full = order[: self._num_full * global_batch].view(self._num_full, self.num_replicas, self.batch_size)
+        full = order[: self._num_full * global_batch].view(
+            self._num_full, self.num_replicas, self.batch_size
+        )
         mine = [full[:, self.rank].reshape(-1)]
         if self._last_share:
             last = order[self._num_full * global_batch :][: self._last_share * self.num_replicas]
@@ -113,7 +121,9 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(self.sampler, GlobalBatchSampler):
-            raise TypeError("ResumableDataLoader needs a GlobalBatchSampler to skip finished batches")
+            raise TypeError(
+                "ResumableDataLoader needs a GlobalBatchSampler to skip finished batches"
+            )
         # Lightning draws the first batch before it calls set_epoch on a resumed run.
         self.sampler.set_epoch(int(state["epoch"]))
         self.sampler.skip_batches = int(state["batches_done"])
