@@ -53,7 +53,8 @@ class GlobalBatchSampler(DistributedSampler):
         )
         if num_samples < world_size:
             raise ValueError(
-                f"the training split has {num_samples} samples, fewer than the {world_size} processes"
+                f"the training split has {num_samples} samples, fewer than the {world_size} "
+                "processes"
             )
         self.batch_size = batch_size
         self.skip_batches = 0  # set by ResumableDataLoader on resume, consumed by the next __iter__
