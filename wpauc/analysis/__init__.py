@@ -1,0 +1,18 @@
+"""wpauc.analysis: what an objective does in expectation, for contexts whose true next-item
+distribution is known (the synthetic world). Pure torch, no Lightning."""
+
+from wpauc.analysis.consistency import (
+    expected_score_update,
+    order_report,
+    simulate_tabular_policy,
+    tabular_log_prob_update,
+)
+from wpauc.analysis.distribution import distribution_diagnostics
+
+__all__ = [
+    "distribution_diagnostics",
+    "expected_score_update",
+    "order_report",
+    "simulate_tabular_policy",
+    "tabular_log_prob_update",
+]
