@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torchmetrics import MeanMetric
 
 from wpauc.decoding import (
     ItemTrie,
@@ -23,6 +24,7 @@ from wpauc.decoding import (
     constrained_beam_search,
     score_items,
 )
+from wpauc.analysis import DIAGNOSTICS, distribution_diagnostics
 from wpauc.metrics import RankingMetrics, positive_ranks
 from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
 from wpauc.objectives import Group, Objective, PolicyLoss, group_statistics
@@ -65,6 +67,10 @@ class RecommenderModule(L.LightningModule):
             ``wpauc@[alpha,alpha+d]``); a TAWin objective's own window is added to them.
         renormalize: Score items by log-probs renormalised over the allowed continuations
             at each step instead of raw log-probs (RL rollouts, evaluation and prediction).
+        diagnostic_samples: Validation contexts per epoch whose whole item distribution is
+            scored for ``val/entropy``, ``val/top1_prob`` and, where the data knows the true
+            next-item distribution (the synthetic world), ``val/kl_to_oracle`` and
+            ``val/oracle_rank_corr``; 0 turns them off.
         rollout_seed: Seed of the RL rollouts' randomness (negative sampling), combined with the
             global step and the process rank so runs are reproducible and resume exactly.
     """
@@ -85,6 +91,7 @@ class RecommenderModule(L.LightningModule):
         eval_top_k: Sequence[int] = (1, 3, 5, 10, 20),
         eval_windows: Sequence[tuple[float, float]] = ((0.0, 0.01), (0.0, 0.05)),
         renormalize: bool = False,
+        diagnostic_samples: int = 256,
         rollout_seed: int = 0,
     ):
         super().__init__()
@@ -113,6 +120,12 @@ class RecommenderModule(L.LightningModule):
         """Positive ranks (``ge``) of the current validation/test epoch, for the callbacks."""
         self.last_group: Group | None = None
         """The last RL step's groups, for the callbacks."""
+        self.val_diagnostics = torch.nn.ModuleDict(
+            {name: MeanMetric() for name in DIAGNOSTICS}
+        )
+        self.diagnosed_samples = 0
+        self.oracle_probs: torch.Tensor | None = None
+        """``[S, N]`` true next-item distribution of every validation sample, when known."""
 
     # ------------------------------------------------------------------ building
     def build(self, datamodule) -> None:
@@ -123,6 +136,7 @@ class RecommenderModule(L.LightningModule):
         if self.policy is not None:
             return
         datamodule.setup("fit")
+        self.oracle_probs = (datamodule.data.true_next_item_probs or {}).get("valid")
         self.policy = self.policy_builder.build(datamodule.tokenizer, datamodule.item_codes)
         self.trie = ItemTrie.from_codes(datamodule.item_codes)
         if self.objective is not None:
@@ -345,11 +359,34 @@ class RecommenderModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.evaluation_ranks = []
+        self.diagnosed_samples = 0
 
     on_test_epoch_start = on_validation_epoch_start
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, self.val_metrics)
+        self._diagnose(batch)
+
+    def _diagnose(self, batch: dict[str, torch.Tensor]) -> None:
+        """Distribution diagnostics of the first ``diagnostic_samples`` validation contexts."""
+        count = min(self.hparams.diagnostic_samples - self.diagnosed_samples, len(batch["target"]))
+        if count <= 0:
+            return
+        self.diagnosed_samples += count
+        scores = score_items(
+            self.policy,
+            batch["input_ids"][:count],
+            batch["attention_mask"][:count],
+            self.trie,
+            renormalize=self.hparams.renormalize,
+        )
+        oracle = None
+        if self.oracle_probs is not None:
+            oracle = self.oracle_probs[batch["sample_index"][:count].cpu()].to(scores.device)
+        for name, values in distribution_diagnostics(scores, oracle).items():
+            metric = self.val_diagnostics[name]
+            metric.update(values)
+            self.log(f"val/{name}", metric, batch_size=count)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, self.test_metrics)

@@ -7,9 +7,10 @@ from wpauc.analysis.consistency import (
     simulate_tabular_policy,
     tabular_log_prob_update,
 )
-from wpauc.analysis.distribution import distribution_diagnostics
+from wpauc.analysis.distribution import DIAGNOSTICS, distribution_diagnostics
 
 __all__ = [
+    "DIAGNOSTICS",
     "distribution_diagnostics",
     "expected_score_update",
     "order_report",

@@ -6,6 +6,10 @@ import torch
 from torch import Tensor
 
 
+DIAGNOSTICS = ("entropy", "top1_prob", "kl_to_oracle", "oracle_rank_corr")
+"""The names `distribution_diagnostics` can return."""
+
+
 def distribution_diagnostics(
     scores: Tensor, true_probs: Tensor | None = None, top: int = 50
 ) -> dict[str, Tensor]:
