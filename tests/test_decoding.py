@@ -117,20 +117,62 @@ def brute_force_scores(model, input_ids, attention_mask, codes, renormalize: boo
 def reference_beam_search(
     model, prompt, codes, num_beams: int, renormalize: bool
 ) -> list[tuple[float, int]]:
-    """Textbook beam search with Python loops: finished codes stay in the beam with their score."""
+    """Hugging Face's beam search in Python loops: each step takes the 2 * num_beams best
+    continuations of the running beams; finished codes among the first num_beams of them join
+    the finished list (its num_beams best are kept), the num_beams best unfinished ones run on;
+    it stops when no running beam beats the worst of num_beams finished codes."""
     index = {tuple(code): item for item, code in enumerate(codes)}
-    beams: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
-    while any(prefix not in index for _, prefix in beams):
+    running: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
+    finished: list[tuple[float, tuple[int, ...]]] = []
+    while running:
         candidates = []
-        for score, prefix in beams:
-            if prefix in index:
-                candidates.append((score, prefix))
-                continue
+        for score, prefix in running:
             log_probs = next_token_log_probs(model, prompt, list(prefix), codes, renormalize)
             for token in allowed_after(codes, list(prefix)):
                 candidates.append((score + float(log_probs[token]), prefix + (token,)))
-        beams = sorted(candidates, key=lambda candidate: -candidate[0])[:num_beams]
-    return [(score, index[prefix]) for score, prefix in beams]
+        best = sorted(candidates, key=lambda candidate: -candidate[0])[: 2 * num_beams]
+        finished += [candidate for candidate in best[:num_beams] if candidate[1] in index]
+        finished = sorted(finished, key=lambda candidate: -candidate[0])[:num_beams]
+        running = [candidate for candidate in best if candidate[1] not in index][:num_beams]
+        if len(finished) == num_beams and running and running[0][0] <= finished[-1][0]:
+            break
+    return [(score, index[prefix]) for score, prefix in finished]
+
+
+def generate_items(model, input_ids, attention_mask, trie, codes, num_beams, end_token=None):
+    """Hugging Face beam search constrained by the trie: ``(items, scores)``
+    ``[B, num_beams]``. Fixed-length codes (``end_token`` None) run exactly their length;
+    codes ending with ``end_token`` stop at it (the eos of ``generate``)."""
+    allowed = trie.prefix_allowed_tokens_fn(input_ids.shape[1])
+
+    def allowed_or_pad(batch_id: int, sequence: torch.Tensor) -> list[int]:
+        # a running beam Hugging Face keeps at score -1e9 once every continuation ended
+        return allowed(batch_id, sequence) or [PAD]
+
+    length = trie.max_code_length
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        length_penalty=0.0,
+        do_sample=False,
+        prefix_allowed_tokens_fn=allowed_or_pad,
+        max_new_tokens=length,
+        min_new_tokens=length if end_token is None else 0,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=PAD,
+        eos_token_id=EOS if end_token is None else end_token,
+    )
+    item_of_code = {tuple(code): item for item, code in enumerate(codes)}
+    items = []
+    for generated in output.sequences[:, input_ids.shape[1] :].tolist():
+        if end_token is not None:
+            generated = generated[: generated.index(end_token) + 1]
+        items.append(item_of_code[tuple(generated)])
+    shape = (input_ids.shape[0], num_beams)
+    return torch.tensor(items).view(shape), output.sequences_scores.view(shape)
 
 
 # ---------------------------------------------------------------------------------------- trie
@@ -236,30 +278,27 @@ def test_beam_search_equals_hugging_face_generate(num_beams):
     trie = ItemTrie.from_codes(codes)
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
     items, scores = constrained_beam_search(model, input_ids, attention_mask, trie, num_beams)
+    hf_items, hf_scores = generate_items(model, input_ids, attention_mask, trie, codes, num_beams)
+    assert torch.equal(items, hf_items)
+    torch.testing.assert_close(scores, hf_scores)
 
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        num_beams=num_beams,
-        num_return_sequences=num_beams,
-        length_penalty=0.0,
-        early_stopping=True,
-        do_sample=False,
-        prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn(input_ids.shape[1]),
-        max_new_tokens=3,
-        min_new_tokens=3,
-        output_scores=True,
-        return_dict_in_generate=True,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-    )
-    item_of_code = {tuple(code): item for item, code in enumerate(codes)}
-    generated = output.sequences[:, input_ids.shape[1] :].tolist()
-    hf_items = torch.tensor([item_of_code[tuple(code)] for code in generated]).view(
-        len(PROMPT_LENGTHS), num_beams
+
+@pytest.mark.parametrize("num_beams", [2, 5, 12])
+def test_beam_search_on_titles_equals_hugging_face_generate(num_beams):
+    """Variable-length titles ending with the end token, given to ``generate`` as its eos:
+    finished titles leave the running beams as in HF, so the items and scores are the same,
+    also when short titles finish early (1-4 words, 25 titles; 12 beams is about half the
+    catalog, so many titles finish while others run)."""
+    model = tiny_model(seed=3)
+    codes = title_codes(25, seed=5)
+    trie = ItemTrie.from_codes(codes)
+    input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
+    items, scores = constrained_beam_search(model, input_ids, attention_mask, trie, num_beams)
+    hf_items, hf_scores = generate_items(
+        model, input_ids, attention_mask, trie, codes, num_beams, end_token=END_TOKEN
     )
     assert torch.equal(items, hf_items)
-    torch.testing.assert_close(scores, output.sequences_scores.view(len(PROMPT_LENGTHS), num_beams))
+    torch.testing.assert_close(scores, hf_scores)
 
 
 @pytest.mark.parametrize("num_beams", [1, 6])
