@@ -1,0 +1,149 @@
+"""Tables and learning-curve plots of `experiments.study`'s finished runs.
+
+    python -m experiments.study --report     # or: python -m experiments.study_report [out]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+TEST_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20", "ndcg@10", "auc")
+CURVES = ("val/hr@1", "val/hr@10", "val/ndcg@10", "val/kl_to_oracle", "val/entropy")
+SWEEP_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20")
+
+
+def load_results(out: Path) -> dict[str, list[dict]]:
+    """Finished runs by dataset."""
+    by_dataset: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(out.glob("*/*/result.json")):
+        result = json.loads(path.read_text())
+        by_dataset[result["dataset"]].append(result)
+    return by_dataset
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (0 for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def cell(values: list[float], bold: bool = False) -> str:
+    """`mean ± std (n)` of one table cell."""
+    mean, std = mean_std(values)
+    text = f"{mean:.4f} ± {std:.4f} ({len(values)})"
+    return f"**{text}**" if bold else text
+
+
+def group_runs(results: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    """Runs by (name, learning rate), seeds together."""
+    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for result in results:
+        groups[(result["name"], result["lr"])].append(result)
+    return dict(sorted(groups.items()))
+
+
+def main_table(dataset: str, results: list[dict], start: dict) -> list[str]:
+    """Test metrics of the main comparison, mean ± std over seeds (number of seeds)."""
+    lines = [
+        f"#### {dataset}: RL from the SFT checkpoint (test split, best val/NDCG@10 step)",
+        "",
+        "| run | lr | " + " | ".join(c.upper() for c in TEST_COLUMNS) + " |",
+        "|---|---" + "|---" * len(TEST_COLUMNS) + "|",
+        "| SFT start | - | "
+        + " | ".join(f"{start.get(f'test/{c}', float('nan')):.4f}" for c in TEST_COLUMNS)
+        + " |",
+    ]
+    for (name, lr), runs in group_runs(results).items():
+        if name.startswith("sweep_"):
+            continue
+        cells = [cell([run["test"][c] for run in runs]) for c in TEST_COLUMNS]
+        lines.append(f"| {name} | {lr:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def sweep_table(dataset: str, results: list[dict], start: dict) -> list[str]:
+    """Target-K x measured HR@K of the window sweep; the diagonal (HR at the aimed K) bold."""
+    lines = []
+    forms = sorted({r["name"].split("_k")[0] for r in results if r["name"].startswith("sweep_")})
+    for form in forms:
+        for lr in sorted({r["lr"] for r in results if r["name"].startswith(form + "_k")}):
+            lines += [
+                f"#### {dataset}: {form.removeprefix('sweep_')} aimed at K (window ranks "
+                f"[K-1, 2K-1)), lr {lr:g}: test HR@K, mean ± std (seeds)",
+                "",
+                "| aimed at K | " + " | ".join(c.upper() for c in SWEEP_COLUMNS) + " |",
+                "|---" * (len(SWEEP_COLUMNS) + 1) + "|",
+                "| SFT start | "
+                + " | ".join(f"{start.get(f'test/{c}', float('nan')):.4f}" for c in SWEEP_COLUMNS)
+                + " |",
+            ]
+            by_k: dict[int, list[dict]] = defaultdict(list)
+            for result in results:
+                if result["name"].startswith(form + "_k") and result["lr"] == lr:
+                    by_k[int(result["name"].rsplit("_k", 1)[1])].append(result)
+            for k in sorted(by_k):
+                cells = [
+                    cell([run["test"][c] for run in by_k[k]], bold=(c == f"hr@{k}"))
+                    for c in SWEEP_COLUMNS
+                ]
+                lines.append(f"| {k} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def plot_curves(dataset: str, results: list[dict], start: dict, out: Path) -> Path:
+    """Validation curves (mean over seeds) of every run group, step 0 = the SFT start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.4))
+    for (name, lr), runs in group_runs(results).items():
+        for axis, tag in zip(axes, CURVES, strict=True):
+            steps_values: dict[int, list[float]] = defaultdict(list)
+            for run in runs:
+                for step, value in run["curves"].get(tag, []):
+                    steps_values[step].append(value)
+            if not steps_values:
+                continue
+            steps = [0, *sorted(steps_values)] if tag in start else sorted(steps_values)
+            means = [mean_std(steps_values[s])[0] for s in sorted(steps_values)]
+            if tag in start:
+                means = [start[tag], *means]
+            axis.plot(steps, means, marker=".", label=f"{name} {lr:g}")
+    for axis, tag in zip(axes, CURVES, strict=True):
+        axis.set_title(tag)
+        axis.set_xlabel("RL step")
+    axes[0].legend(fontsize=6)
+    figure.tight_layout()
+    path = out / f"{dataset}_curves.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def write_study_report(out: Path) -> Path:
+    """Write `<out>/study.md` and the curve plots; print the tables."""
+    sections = ["# RL study", ""]
+    for dataset, results in load_results(out).items():
+        start_file = out / dataset / "sft_start.json"
+        start = json.loads(start_file.read_text()) if start_file.exists() else {}
+        sections += main_table(dataset, results, start) + [""]
+        sections += sweep_table(dataset, results, start)
+        plot_curves(dataset, results, start, out)
+        sections += [f"![{dataset} validation curves]({dataset}_curves.png)", ""]
+    path = out / "study.md"
+    path.write_text("\n".join(sections))
+    print(path.read_text())
+    return path
+
+
+if __name__ == "__main__":
+    write_study_report(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/results/study"))
