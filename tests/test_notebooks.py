@@ -41,6 +41,7 @@ def test_there_are_notebooks():
         "02_negative_samplers_reshape_the_objective.ipynb",
         "03_wpauc_vs_topk_metrics.ipynb",
         "04_reading_tensorboard_logs.ipynb",
+        "05_objective_consistency.ipynb",
     ]
 
 
