@@ -72,7 +72,8 @@ def plan_runs(plan: str, seeds: list[int], lrs: list[float]) -> list[tuple[str, 
             else:
                 for target_k in SWEEP_KS:
                     for form in SWEEP_FORMS:
-                        name = f"sweep_{form}_k{target_k}"
+                        # aimed at K = 10 the sweep's run is the main plan's: shared, not rerun
+                        name = form if target_k == 10 else f"sweep_{form}_k{target_k}"
                         runs.append((name, sweep_variant(form, target_k), lr, seed))
     return runs
 

@@ -67,33 +67,48 @@ def main_table(dataset: str, results: list[dict], start: dict) -> list[str]:
     return lines
 
 
+def sweep_form(result: dict) -> tuple[str, int] | None:
+    """`(form, K)` of a window-sweep run (TAWin with window_width = target_k), else None."""
+    objective = result["objective"]
+    init_args = objective["init_args"]
+    if not objective["class_path"].endswith("TAWinWPAUC") or "pairwise" in init_args:
+        return None
+    if init_args.get("window_width") != init_args.get("target_k"):
+        return None
+    form = "gated (positive in the beam)" if init_args.get("gate") == "beam" else "original"
+    return form, init_args["target_k"]
+
+
 def sweep_table(dataset: str, results: list[dict], start: dict) -> list[str]:
     """Target-K x measured HR@K of the window sweep; the diagonal (HR at the aimed K) bold."""
+    cells_by: dict[tuple[str, float], dict[int, list[dict]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for result in results:
+        form = sweep_form(result)
+        if form is not None:
+            cells_by[(form[0], result["lr"])][form[1]].append(result)
     lines = []
-    forms = sorted({r["name"].split("_k")[0] for r in results if r["name"].startswith("sweep_")})
-    for form in forms:
-        for lr in sorted({r["lr"] for r in results if r["name"].startswith(form + "_k")}):
-            lines += [
-                f"#### {dataset}: {form.removeprefix('sweep_')} aimed at K (window ranks "
-                f"[K-1, 2K-1)), lr {lr:g}: test HR@K, mean ± std (seeds)",
-                "",
-                "| aimed at K | " + " | ".join(c.upper() for c in SWEEP_COLUMNS) + " |",
-                "|---" * (len(SWEEP_COLUMNS) + 1) + "|",
-                "| SFT start | "
-                + " | ".join(f"{start.get(f'test/{c}', float('nan')):.4f}" for c in SWEEP_COLUMNS)
-                + " |",
+    for (form, lr), by_k in sorted(cells_by.items()):
+        if len(by_k) < 2:
+            continue
+        lines += [
+            f"#### {dataset}: TAWin {form} aimed at K (window ranks [K-1, 2K-1)), lr {lr:g}: "
+            "test HR@K, mean ± std (seeds); bold = the aimed K",
+            "",
+            "| aimed at K | " + " | ".join(c.upper() for c in SWEEP_COLUMNS) + " |",
+            "|---" * (len(SWEEP_COLUMNS) + 1) + "|",
+            "| SFT start | "
+            + " | ".join(f"{start.get(f'test/{c}', float('nan')):.4f}" for c in SWEEP_COLUMNS)
+            + " |",
+        ]
+        for k in sorted(by_k):
+            cells = [
+                cell([run["test"][c] for run in by_k[k]], bold=(c == f"hr@{k}"))
+                for c in SWEEP_COLUMNS
             ]
-            by_k: dict[int, list[dict]] = defaultdict(list)
-            for result in results:
-                if result["name"].startswith(form + "_k") and result["lr"] == lr:
-                    by_k[int(result["name"].rsplit("_k", 1)[1])].append(result)
-            for k in sorted(by_k):
-                cells = [
-                    cell([run["test"][c] for run in by_k[k]], bold=(c == f"hr@{k}"))
-                    for c in SWEEP_COLUMNS
-                ]
-                lines.append(f"| {k} | " + " | ".join(cells) + " |")
-            lines.append("")
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
