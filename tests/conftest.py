@@ -1,6 +1,7 @@
 """Shared test set-up: one torch thread (tests run beside each other on 2 cores), the path of
-the real data set, which tests skip without, and a random stand-in for a pretrained
-checkpoint, so that the pretrained-path code (loading, resizing, LoRA) runs offline."""
+the real data set, which tests skip without and the shipped configs read (``WPAUC_DATA``),
+and a random stand-in for a pretrained checkpoint, so that the pretrained-path code (loading,
+resizing, LoRA) runs offline."""
 
 import os
 from pathlib import Path
@@ -17,6 +18,8 @@ torch.set_num_threads(int(os.environ.get("WPAUC_TEST_THREADS", "1")))
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WPAUC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 AMAZON18_MINIONEREC = SHARED_DATA / "amazon18-minionerec"
+# the shipped configs read their data from $WPAUC_DATA (configs/README.md)
+os.environ.setdefault("WPAUC_DATA", str(SHARED_DATA))
 
 
 @pytest.fixture

@@ -1,37 +1,201 @@
-"""Every shipped YAML config parses and instantiates (trainer, model, data module).
+"""The shipped configs: every entry point parses and instantiates (trainer, model, data
+module), every piece composes with ``configs/base.yaml``, every ``wpauc ... -c`` command that
+README.md and configs/README.md show parses, and a config composed from pieces trains.
 
 Hardware and files a CI machine lacks are swapped for stand-ins: the GPU trainer runs on the
 CPU and the pretrained model path points at a tiny random checkpoint written offline.
 """
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+import wpauc.cli
 from tests.conftest import save_random_checkpoint
-from wpauc.cli import run_cli
+from tests.test_module import TINY_WORLD
+from wpauc.cli import WpaucCLI, run_cli
 from wpauc.data import RecDataModule
 from wpauc.models import TinyQwen2Policy
 from wpauc.module import RecommenderModule
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+BASE = CONFIGS / "base.yaml"
+#: piece folder -> the option that takes one of its files
+PIECES = {"data": "--data", "policy": "--model.policy", "objective": "--model.objective"}
+ENTRY_POINTS = sorted(
+    path
+    for path in CONFIGS.rglob("*.yaml")
+    if path != BASE and path.parent.name not in PIECES
+)
+#: the entry points that scripts, experiments and the docs call by name
+NAMED_ENTRY_POINTS = [
+    "quickstart.yaml",
+    *(f"synthetic/{name}.yaml" for name in ("sft", "grpo_auc", "beam_pauc", "tawin")),
+    *(f"office/{name}.yaml" for name in ("sft", "grpo_auc", "beam_pauc", "tawin")),
+    "industrial/sft.yaml",
+    "industrial/tawin.yaml",
+    "d3/sft_title.yaml",
+    "pretrained/qwen2.5_lora_office.yaml",
+]
+DOCUMENTS = [REPO / "README.md", CONFIGS / "README.md"]
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(CONFIGS))
+
+
+def command_id(value) -> str:
+    return value if isinstance(value, str) else " ".join(value)
+
+
+class _Parsed(Exception):
+    """Raised by `ParseOnlyCLI` with the parsed config, before any class is instantiated."""
+
+
+class ParseOnlyCLI(WpaucCLI):
+    """The wpauc CLI stopped after parsing and validating the arguments (and its own
+    pre-instantiation hook): nothing is built, loaded or run."""
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        raise _Parsed(self.config)
+
+
+def parse(args: list[str], monkeypatch) -> object:
+    """The config that ``wpauc <args>`` would run with, parsed as the real command does."""
+    monkeypatch.setattr(wpauc.cli, "WpaucCLI", ParseOnlyCLI)
+    with pytest.raises(_Parsed) as parsed:
+        run_cli(args)
+    return parsed.value.args[0]
+
+
+def wpauc_commands(line: str) -> list[list[str]]:
+    """The args after `wpauc` of each `wpauc <subcommand> ...` in one shell line that gives a
+    config file (`-c` / `--config`)."""
+    tokens = shlex.split(line, comments=True)
+    commands = []
+    for start, token in enumerate(tokens[:-1]):
+        if Path(token).name == "wpauc" and tokens[start + 1] in SUBCOMMANDS:
+            args = []
+            for arg in tokens[start + 1 :]:
+                if arg in ("&&", "||", ";", "|"):
+                    break
+                args.append(arg)
+            if any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in args):
+                commands.append(args)
+    return commands
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(document, args) of every `wpauc ... -c ...` command in the documents' code blocks
+    and inline code, except commands with a `<placeholder>`."""
+    commands = []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        block = re.compile(r"^```[^\n]*\n(.*?)^```", flags=re.S | re.M)
+        # inline code may wrap onto the next line of the paragraph
+        inline = [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", block.sub("", text))]
+        for snippet in [*block.findall(text), *inline]:
+            for line in snippet.replace("\\\n", " ").splitlines():
+                if "wpauc" in line and "<" not in line:
+                    name = str(document.relative_to(REPO))
+                    commands += [(name, tuple(args)) for args in wpauc_commands(line)]
+    return [(name, list(args)) for name, args in dict.fromkeys(commands)]
+
+
+COMMANDS = documented_commands()
 
 
 def test_configs_are_shipped():
-    assert len(CONFIGS) >= 10
+    assert sorted(relative(path) for path in ENTRY_POINTS) == sorted(NAMED_ENTRY_POINTS)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_documents_show_commands():
+    assert {document for document, _ in COMMANDS} == {"README.md", "configs/README.md"}
+
+
+@pytest.mark.parametrize("config", ENTRY_POINTS, ids=relative)
 def test_config_instantiates(config: Path, tmp_path):
     overrides = []
     if "pretrained" in config.parts:
-        checkpoint = save_random_checkpoint(tmp_path / "model", 50, TinyQwen2Policy(hidden_size=32))
+        architecture = TinyQwen2Policy(hidden_size=32)
+        checkpoint = save_random_checkpoint(tmp_path / "model", 50, architecture)
+        # data.tokenizer_path follows: it is ${model.policy.init_args.path} in the config
         overrides += [f"--model.policy.init_args.path={checkpoint}"]
-        overrides += [f"--data.tokenizer_path={checkpoint}"]
     if not torch.cuda.is_available():
         overrides += ["--trainer.accelerator=cpu", "--trainer.precision=32-true"]
-    cli = run_cli([f"--config={config}", f"--trainer.default_root_dir={tmp_path}", *overrides], run=False)
+    args = [f"--config={config}", f"--trainer.default_root_dir={tmp_path}", *overrides]
+    cli = run_cli(args, run=False)
     assert isinstance(cli.model, RecommenderModule)
     assert isinstance(cli.datamodule, RecDataModule)
     assert cli.trainer.max_epochs >= 1
+
+
+@pytest.mark.parametrize(
+    "piece",
+    sorted(path for folder in PIECES for path in (CONFIGS / folder).glob("*.yaml")),
+    ids=relative,
+)
+def test_piece_composes_with_base(piece: Path, monkeypatch):
+    folder = piece.parent.name
+    pieces = {"--data": CONFIGS / "data" / "synthetic.yaml", PIECES[folder]: piece}
+    args = ["fit", f"--config={BASE}", *(f"{option}={path}" for option, path in pieces.items())]
+    config = parse(args, monkeypatch).fit
+    written = yaml.safe_load(piece.read_text())
+    parsed = config.data if folder == "data" else config.model[folder]
+    if folder == "data":
+        written, parsed = written["source"], parsed.source
+    assert parsed.class_path == written["class_path"]
+
+
+@pytest.mark.parametrize("document, args", COMMANDS, ids=command_id)
+def test_documented_command_parses(document: str, args: list[str], monkeypatch):
+    monkeypatch.chdir(REPO)  # the documents give paths from the repository root
+    config = parse(args, monkeypatch)
+    assert config.subcommand == args[0]
+
+
+def test_interpolated_run_folders_follow_a_command_line_override(monkeypatch):
+    office_tawin = str(CONFIGS / "office" / "tawin.yaml")
+    args = ["fit", "-c", office_tawin, "--trainer.default_root_dir=elsewhere"]
+    config = parse(args, monkeypatch).fit
+    assert config.trainer.logger.init_args.save_dir == "elsewhere"
+    assert config.trainer.callbacks[0].init_args.dirpath == "elsewhere/checkpoints"
+    assert config.data.source.init_args.data_dir.endswith("/amazon18-minionerec")
+
+
+def test_data_folder_is_one_environment_variable(monkeypatch):
+    monkeypatch.setenv("WPAUC_DATA", "/my/data")
+    for name in ("office/sft.yaml", "industrial/tawin.yaml", "pretrained/qwen2.5_lora_office.yaml"):
+        config = parse(["fit", "-c", str(CONFIGS / name)], monkeypatch).fit
+        assert config.data.source.init_args.data_dir == "/my/data/amazon18-minionerec", name
+    config = parse(["fit", "-c", str(CONFIGS / "d3" / "sft_title.yaml")], monkeypatch).fit
+    assert config.data.source.init_args.data_dir == "/my/data/d3"
+
+
+def test_a_config_composed_from_pieces_trains(tmp_path):
+    run_cli(
+        [
+            "fit",
+            f"--config={BASE}",
+            f"--data={CONFIGS / 'data' / 'synthetic.yaml'}",
+            f"--model.policy={CONFIGS / 'policy' / 'tiny_qwen2.yaml'}",
+            f"--model.objective={CONFIGS / 'objective' / 'tawin.yaml'}",
+            *TINY_WORLD,
+            "--model.sft_epochs=1",
+            "--trainer.max_epochs=2",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--data.max_eval_samples=16",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))

@@ -2,7 +2,9 @@
 
 ``wpauc fit|validate|test|predict --config configs/<name>.yaml`` is Lightning's CLI over
 :class:`RecommenderModule` and :class:`RecDataModule`, with omegaconf interpolation in the
-YAML (``${data.batch_size}``). ``fit`` evaluates the test split with the best checkpoint when
+YAML (``${trainer.default_root_dir}``) resolved once every config file and command-line
+override is merged (jsonargparse's ``omegaconf+`` mode), so an interpolation follows an
+override given later. ``fit`` evaluates the test split with the best checkpoint when
 it ends (``--test_after_fit false`` turns that off), so one command gives a trained model and
 its test metrics. ``wpauc prepare-amazon`` and ``wpauc build-sids`` are the data-preparation
 commands of :mod:`wpauc.prepare`, parsed by jsonargparse like the rest.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from wpauc.callbacks import RankingPlots
@@ -56,11 +59,14 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
         args: the arguments (default: the command line).
         run: ``False`` only parses and instantiates (``args`` then hold no subcommand).
     """
+    # interpolations name keys from the config's root (`${trainer.default_root_dir}`), also
+    # under a subcommand, whose keys omegaconf+ would otherwise see as `fit.trainer...`
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return WpaucCLI(
         RecommenderModule,
         RecDataModule,
         # the epilog makes `wpauc --help` name the data-preparation commands that main() handles
-        parser_kwargs={"parser_mode": "omegaconf", "epilog": describe_commands()},
+        parser_kwargs={"parser_mode": "omegaconf+", "epilog": describe_commands()},
         save_config_kwargs={"overwrite": True},
         # every run draws its rank histograms and HR@K figure, whatever callbacks it lists
         trainer_defaults={"callbacks": [RankingPlots()]},
