@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "experiments" / "results" / "study"
 
 TAWIN = "wpauc.objectives.TAWinWPAUC"
-VARIANTS: dict[str, dict] = {
+VARIANTS: dict[str, dict | None] = {
+    "sft_more": None,  # the control: the same steps of SFT instead of RL
     "grpo_auc": {"class_path": "wpauc.objectives.GRPOAUC", "init_args": {"num_negatives": 16}},
     "beam_pauc": {"class_path": "wpauc.objectives.BeamPAUC", "init_args": {"num_negatives": 16}},
     "beam_pauc_gated": {
@@ -78,8 +79,10 @@ def plan_runs(plan: str, seeds: list[int], lrs: list[float]) -> list[tuple[str, 
     return runs
 
 
-def cli_args(dataset: str, run_dir: Path, objective: dict, lr: float, seed: int, args) -> list[str]:
-    """`wpauc fit` arguments of one RL run from the dataset's SFT checkpoint."""
+def cli_args(
+    dataset: str, run_dir: Path, objective: dict | None, lr: float, seed: int, args
+) -> list[str]:
+    """`wpauc fit` arguments of one RL run (objective None: SFT) from the SFT checkpoint."""
     return [
         f"--config={REPO / 'configs' / dataset / 'tawin.yaml'}",
         f"--model.objective={json.dumps(objective)}",
@@ -101,7 +104,7 @@ def cli_args(dataset: str, run_dir: Path, objective: dict, lr: float, seed: int,
     ]
 
 
-def run_one(dataset: str, name: str, objective: dict, lr: float, seed: int, args) -> dict:
+def run_one(dataset: str, name: str, objective: dict | None, lr: float, seed: int, args) -> dict:
     """Fit, test the best checkpoint on the full test split, save curves and metrics."""
     from wpauc.cli import run_cli
 

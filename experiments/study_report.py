@@ -70,6 +70,8 @@ def main_table(dataset: str, results: list[dict], start: dict) -> list[str]:
 def sweep_form(result: dict) -> tuple[str, int] | None:
     """`(form, K)` of a window-sweep run (TAWin with window_width = target_k), else None."""
     objective = result["objective"]
+    if objective is None:
+        return None
     init_args = objective["init_args"]
     if not objective["class_path"].endswith("TAWinWPAUC") or "pairwise" in init_args:
         return None
