@@ -272,3 +272,24 @@ def test_model_and_data_seeds_can_differ(tmp_path):
     """Lightning merges the module's and data module's hparams: no key may clash."""
     run_cli(tiny_args(tmp_path, "--model.rollout_seed=1", "--data.seed=2", "--trainer.max_epochs=1",
                       "--trainer.limit_train_batches=1", "--test_after_fit=false"))
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a malicious checkpoint would carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_init_from_loads_weights_only_and_never_runs_a_pickled_payload(tmp_path):
+    marker = tmp_path / "payload_ran"
+    checkpoint = tmp_path / "malicious.ckpt"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, checkpoint)
+    with pytest.raises(ValueError, match="model.init_from: .* holds pickled objects"):
+        run_cli(tiny_args(tmp_path, f"--model.init_from={checkpoint}", "--trainer.max_epochs=1"))
+    assert not marker.exists()

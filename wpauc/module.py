@@ -9,6 +9,7 @@ objective every epoch is SFT. An RL-only run starts from an SFT checkpoint (``in
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -174,6 +175,11 @@ class RecommenderModule(L.LightningModule):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"model.init_from: no checkpoint at {path}") from error
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"model.init_from: {path} holds pickled objects besides tensors; wpauc loads "
+                "checkpoints with weights only, so that a checkpoint cannot run code"
+            ) from error
         prefix = "policy."
         state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         if not state:
