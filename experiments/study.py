@@ -51,7 +51,6 @@ VARIANTS: dict[str, dict | None] = {
 }
 """The objectives of the main comparison, by run name."""
 
-SWEEP_KS = (1, 3, 10, 20)
 SWEEP_FORMS = {"tawin": {}, "tawin_gated": {"gate": "beam"}}
 """The window sweep: TAWin aimed at each K (width K), original and gated."""
 
@@ -63,15 +62,22 @@ def sweep_variant(form: str, target_k: int) -> dict:
 
 
 def plan_runs(plan: str, seeds: list[int], lrs: list[float]) -> list[tuple[str, dict, float, int]]:
-    """`(run name, objective, learning rate, seed)` of every run of the plan, in run order:
-    seed-major, so that a stopped study has all variants of the first seeds."""
+    """`(run name, objective, learning rate, seed)` of every run of the plan, in run order.
+
+    Main plan: seed-major, so that a stopped study has every variant of the first seeds.
+    Sweep: the extreme windows (K = 1 and K = 20) for every seed first, the two claims the
+    sweep tests, then K = 3 and K = 10.
+    """
     runs = []
-    for seed in seeds:
-        for lr in lrs:
-            if plan == "main":
+    if plan == "main":
+        for seed in seeds:
+            for lr in lrs:
                 runs += [(name, objective, lr, seed) for name, objective in VARIANTS.items()]
-            else:
-                for target_k in SWEEP_KS:
+        return runs
+    for ks in ((1, 20), (3, 10)):
+        for seed in seeds:
+            for lr in lrs:
+                for target_k in ks:
                     for form in SWEEP_FORMS:
                         # aimed at K = 10 the sweep's run is the main plan's: shared, not rerun
                         name = form if target_k == 10 else f"sweep_{form}_k{target_k}"
