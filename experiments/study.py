@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -118,6 +119,8 @@ def run_one(dataset: str, name: str, objective: dict | None, lr: float, seed: in
     result_file = run_dir / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
+    if run_dir.exists():  # an interrupted run starts again from scratch
+        shutil.rmtree(run_dir)
     start = time.perf_counter()
     fit_args = cli_args(dataset, run_dir, objective, lr, seed, args)
     run_cli(["fit", *fit_args])
