@@ -231,6 +231,51 @@ def test_ranking_metrics_match_the_single_metrics():
         torch.testing.assert_close(results[name], metric.compute())
 
 
+def brute_force_counts(scores: torch.Tensor, target: torch.Tensor) -> tuple[list[int], list[int]]:
+    """(gt, ge) of each row by a Python loop over its negatives."""
+    gt, ge = [], []
+    for row, positive in enumerate(target.tolist()):
+        negatives = [float(s) for item, s in enumerate(scores[row]) if item != positive]
+        gt.append(sum(s > float(scores[row, positive]) for s in negatives))
+        ge.append(sum(s >= float(scores[row, positive]) for s in negatives))
+    return gt, ge
+
+
+def test_update_ranks_gives_the_metrics_of_the_scores_they_count():
+    """Counts alone (as exact_positive_ranks gives them) make the same metrics as the score
+    table; the AUC is also checked against sklearn on the table."""
+    windows = [(0.0, 0.1), (0.05, 0.1)]
+    from_scores = RankingMetrics(top_k=(1, 5), windows=windows)
+    from_counts = RankingMetrics(top_k=(1, 5), windows=windows)
+    sklearn_aucs = []
+    for seed in range(3):
+        scores, target = make_batch(ties=seed % 2 == 0, seed=seed, num_users=10 + seed)
+        from_scores.update(scores, target)
+        gt, ge = brute_force_counts(scores, target)
+        from_counts.update_ranks(torch.tensor(gt), torch.tensor(ge), NUM_ITEMS - 1)
+        labels = labels_of(target, NUM_ITEMS).numpy()
+        sklearn_aucs += [roc_auc_score(labels[row], scores[row].numpy()) for row in range(len(gt))]
+    expected, results = from_scores.compute(), from_counts.compute()
+    assert list(results) == list(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(results[name], value)
+    torch.testing.assert_close(results["auc"].double(), torch.tensor(np.mean(sklearn_aucs)))
+
+
+@pytest.mark.parametrize(
+    ("gt", "ge", "message"),
+    [
+        ([3], [2], r"ranks row 0: need 0 <= gt <= ge <= num_negatives=40, got gt=3, ge=2"),
+        ([0, 1], [0, 41], r"ranks row 1: .* got gt=1, ge=41"),
+        ([0.0], [1.0], "gt must be a 1-D integer tensor"),
+        ([0, 1], [1], "gt and ge must have the same shape"),
+    ],
+)
+def test_update_ranks_rejects_impossible_counts(gt, ge, message):
+    with pytest.raises(ValueError, match=message):
+        RankingMetrics().update_ranks(torch.tensor(gt), torch.tensor(ge), NUM_ITEMS - 1)
+
+
 def test_metric_attributes():
     for metric in [HitRate(1), NDCG(1), AUC(), WindowedPartialAUC(0.0, 0.5), RankingMetrics()]:
         assert (

@@ -23,6 +23,7 @@ from wpauc.decoding import (
     PolicyScorer,
     completion_logprobs,
     constrained_beam_search,
+    exact_positive_ranks,
     score_items,
 )
 from wpauc.analysis import DIAGNOSTICS, distribution_diagnostics
@@ -343,25 +344,33 @@ class RecommenderModule(L.LightningModule):
             renormalize=self.hparams.renormalize,
         )
 
-    def _ranking_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, N] scores that rank the catalog under the configured protocol."""
+    def _positive_counts(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gt, ge)`` ``[B]``: the negatives scored above / at least as high as each context's
+        positive under the configured protocol. Exact over the whole catalog by
+        threshold-pruned trie expansion (only the prefixes that out-score the positive run);
+        under the beam protocol every item outside the top beams ranks below them all."""
         if self.hparams.eval_protocol == "exact":
-            return score_items(
+            counts = exact_positive_ranks(
                 self.policy,
                 batch["input_ids"],
                 batch["attention_mask"],
                 self.trie,
+                batch["target"],
                 renormalize=self.hparams.renormalize,
             )
+            return counts.gt, counts.ge
         items, scores = self._top_beams(batch)
         full = scores.new_full((items.shape[0], self.trie.num_items), _OUTSIDE_BEAM_SCORE)
-        return full.scatter_(1, items, scores)
+        ranks = positive_ranks(full.scatter_(1, items, scores).float(), batch["target"])
+        return ranks.gt, ranks.ge
 
     def _evaluation_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
-        scores = self._ranking_scores(batch).float()
-        metrics.update(scores, batch["target"])
+        gt, ge = self._positive_counts(batch)
+        metrics.update_ranks(gt, ge, self.trie.num_items - 1)
         # ge = negatives scoring at least the positive: its 0-based rank, ties against it.
-        self.evaluation_ranks.append(positive_ranks(scores, batch["target"]).ge.cpu())
+        self.evaluation_ranks.append(ge.cpu())
 
     def on_validation_epoch_start(self) -> None:
         self.evaluation_ranks = []

@@ -481,15 +481,10 @@ def _grown(store: Tensor, capacity: int) -> Tensor:
 
 
 def _check_target(target: Tensor, batch_size: int, num_items: int) -> None:
-    if (
-        not isinstance(target, Tensor)
-        or target.shape != (batch_size,)
-        or target.is_floating_point()
-        or target.dtype == torch.bool
-    ):
+    if target.shape != (batch_size,) or target.is_floating_point() or target.dtype == torch.bool:
         raise ValueError(
-            f"target must be an integer tensor of shape [B]=[{batch_size}], got "
-            f"{getattr(target, 'dtype', type(target).__name__)} {tuple(getattr(target, 'shape', ()))}"
+            f"target must be an integer tensor of shape [B]=[{batch_size}], got a "
+            f"{target.dtype} tensor of shape {list(target.shape)}"
         )
     outside = ((target < 0) | (target >= num_items)).nonzero().flatten()
     if outside.numel():

@@ -4,6 +4,7 @@
 Each ``update(scores [B, N], target [B])`` reduces the batch to one
 :class:`~wpauc.metrics.functional.PositiveRanks` and adds the per-user values to sum
 states, so the DDP result (states summed over processes) equals the single-process one.
+``update_ranks(gt, ge, num_negatives)`` adds a batch from those counts directly.
 """
 
 from collections.abc import Callable, Sequence
@@ -55,6 +56,18 @@ class _MeanOverUsers(Metric):
         """Add the users of one batch: ``scores`` ``[B, N]`` over the catalog, ``target``
         ``[B]`` the column of each user's positive."""
         ranks = positive_ranks(scores, target)
+        self.update_ranks(ranks.gt, ranks.ge, ranks.num_negatives)
+
+    def update_ranks(self, gt: Tensor, ge: Tensor, num_negatives: int) -> None:
+        """Add the users of one batch from their positives' counts alone (e.g. from
+        :func:`wpauc.decoding.exact_positive_ranks`, which never scores the whole catalog).
+
+        Args:
+            gt: ``[B]`` integer: negatives scored strictly above each user's positive.
+            ge: ``[B]`` integer: negatives scored at or above it (``gt`` + ties).
+            num_negatives: ``n = N - 1``, the catalog size less the positive.
+        """
+        ranks = PositiveRanks(gt=gt, ge=ge, num_negatives=num_negatives)
         values = torch.stack([metric(ranks) for metric in self._per_user], dim=1)
         self.total += values.sum(dim=0)
         self.count += values.shape[0]
