@@ -28,9 +28,7 @@ BASE = CONFIGS / "base.yaml"
 #: piece folder -> the option that takes one of its files
 PIECES = {"data": "--data", "policy": "--model.policy", "objective": "--model.objective"}
 ENTRY_POINTS = sorted(
-    path
-    for path in CONFIGS.rglob("*.yaml")
-    if path != BASE and path.parent.name not in PIECES
+    path for path in CONFIGS.rglob("*.yaml") if path != BASE and path.parent.name not in PIECES
 )
 #: the entry points that scripts, experiments and the docs call by name
 NAMED_ENTRY_POINTS = [
@@ -166,7 +164,8 @@ def test_interpolated_run_folders_follow_a_command_line_override(monkeypatch):
     args = ["fit", "-c", office_tawin, "--trainer.default_root_dir=elsewhere"]
     config = parse(args, monkeypatch).fit
     assert config.trainer.logger.init_args.save_dir == "elsewhere"
-    assert config.trainer.callbacks[0].init_args.dirpath == "elsewhere/checkpoints"
+    checkpoints = [c for c in config.trainer.callbacks if c.class_path.endswith("ModelCheckpoint")]
+    assert [c.init_args.dirpath for c in checkpoints] == ["elsewhere/checkpoints"] * 2
     assert config.data.source.init_args.data_dir.endswith("/amazon18-minionerec")
 
 

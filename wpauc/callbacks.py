@@ -8,40 +8,59 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.utilities import rank_zero_info
 
 
 class RecommendationWriter(BasePredictionWriter):
     """Writes ``wpauc predict`` output as JSON lines, one line per test sample:
     ``{"sample_index", "user", "target_item_id", "item_ids", "scores"}``, the top
     ``model.eval_num_beams`` items by constrained beam search, best first, as dataset item ids.
+    When it is done it reports how many of the test split's contexts it wrote.
 
     Args:
-        output_path: File to write; under DDP each process writes ``<stem>.rank<r><suffix>``.
+        output_path: File to write; None writes ``predictions.jsonl`` in the run folder
+            (``trainer.default_root_dir``). Under DDP each process writes
+            ``<stem>.rank<r><suffix>``.
     """
 
-    def __init__(self, output_path: str = "predictions.jsonl") -> None:
+    def __init__(self, output_path: str | None = None) -> None:
         super().__init__(write_interval="batch")
-        self.output_path = Path(output_path)
+        self.output_path = None if output_path is None else Path(output_path)
         self._file = None
+        self._written = 0
 
     def _path(self, trainer) -> Path:
+        path = self.output_path
+        if path is None:
+            path = Path(trainer.default_root_dir) / "predictions.jsonl"
         if trainer.world_size == 1:
-            return self.output_path
-        return self.output_path.with_name(f"{self.output_path.stem}.rank{trainer.global_rank}{self.output_path.suffix}")
+            return path
+        return path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
 
     def on_predict_start(self, trainer, pl_module) -> None:
         path = self._path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("w")
+        self._written = 0
 
     def write_on_batch_end(
-        self, trainer, pl_module, prediction: dict[str, Any], batch_indices, batch, batch_idx: int, dataloader_idx: int
+        self,
+        trainer,
+        pl_module,
+        prediction: dict[str, Any],
+        batch_indices,
+        batch,
+        batch_idx: int,
+        dataloader_idx: int,
     ) -> None:
         datamodule = trainer.datamodule
         item_ids = datamodule.catalog.item_ids
         test = datamodule.data.test
         for sample_index, items, scores in zip(
-            prediction["sample_index"].tolist(), prediction["items"].tolist(), prediction["scores"].tolist(), strict=True
+            prediction["sample_index"].tolist(),
+            prediction["items"].tolist(),
+            prediction["scores"].tolist(),
+            strict=True,
         ):
             sample = test[sample_index]
             record = {
@@ -52,10 +71,17 @@ class RecommendationWriter(BasePredictionWriter):
                 "scores": scores,
             }
             self._file.write(json.dumps(record) + "\n")
+        self._written += len(prediction["sample_index"])
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        path = Path(self._file.name)
         self._file.close()
         self._file = None
+        share = f" (process {trainer.global_rank}'s share)" if trainer.world_size > 1 else ""
+        rank_zero_info(
+            f"RecommendationWriter: recommendations for {self._written} of the"
+            f" {len(trainer.datamodule.data.test)} test contexts{share} written to {path}"
+        )
 
 
 class RankingPlots(Callback):

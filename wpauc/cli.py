@@ -8,14 +8,29 @@ override given later. ``fit`` evaluates the test split with the best checkpoint 
 it ends (``--test_after_fit false`` turns that off), so one command gives a trained model and
 its test metrics. ``wpauc prepare-amazon`` and ``wpauc build-sids`` are the data-preparation
 commands of :mod:`wpauc.prepare`, parsed by jsonargparse like the rest.
+
+A run is one folder, ``trainer.default_root_dir``; the CLI keeps it one run:
+
+- ``fit`` without ``--ckpt_path`` stops before training when a checkpoint folder of the run
+  already holds checkpoints (``--overwrite_checkpoints true`` deletes them instead), so no
+  ``best-v1.ckpt`` lands beside an old ``best.ckpt`` that a later run would load.
+- every checkpoint records its logger's version folder; resuming from it (``fit
+  --ckpt_path``) or evaluating it (``validate`` / ``test --ckpt_path``) logs into that same
+  ``tensorboard/version_N`` when the logger's folder is the same.
+- ``predict`` writes every test context (``data.max_eval_samples`` does not apply to it) and
+  logs nothing, so it creates no TensorBoard version.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from jsonargparse import set_parsing_settings
+import torch
+from jsonargparse import Namespace, set_parsing_settings
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from wpauc.callbacks import RankingPlots
@@ -23,12 +38,49 @@ from wpauc.data.datamodule import RecDataModule
 from wpauc.module import RecommenderModule
 from wpauc.prepare.command_line import COMMANDS, describe_commands, run_command
 
+#: The checkpoint entry that says where the run that saved it logs (see `LoggerRecorder`).
+LOGGER_KEY = "wpauc_logger"
+
+
+class LoggerRecorder(Callback):
+    """Records in every checkpoint where its run logs (the logger's ``save_dir``, ``name`` and
+    ``version``), so that resuming from it or evaluating it logs into the same version folder.
+    """
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        logger = trainer.logger
+        if logger is not None and logger.save_dir is not None:
+            checkpoint[LOGGER_KEY] = {
+                "save_dir": str(Path(logger.save_dir).resolve()),
+                "name": logger.name,
+                "version": logger.version,
+            }
+
+
+def continue_logger_version(trainer_config: Namespace, ckpt_path: str) -> None:
+    """Set the configured logger's ``version`` to the one recorded in ``ckpt_path`` when the
+    logger writes to the same folder and its version is not set explicitly."""
+    logger = trainer_config.get("logger")
+    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if init_args is None or "version" not in init_args or init_args.version is not None:
+        return
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    recorded = checkpoint.get(LOGGER_KEY)
+    if (
+        recorded is not None
+        and init_args.get("save_dir") is not None
+        and str(Path(init_args.save_dir).resolve()) == recorded["save_dir"]
+        and init_args.get("name") == recorded["name"]
+    ):
+        init_args.version = recorded["version"]
+
 
 class WpaucCLI(LightningCLI):
-    """LightningCLI with a ``--test_after_fit`` switch."""
+    """LightningCLI with ``--test_after_fit`` and ``--overwrite_checkpoints``, and one folder
+    per run (see the module docstring)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add ``--test_after_fit``.
+        """Add ``--test_after_fit`` and ``--overwrite_checkpoints``.
 
         Args:
             parser: the parser of one subcommand.
@@ -39,6 +91,54 @@ class WpaucCLI(LightningCLI):
             default=True,
             help="After fit, run the test split on the best checkpoint (or the last weights).",
         )
+        parser.add_argument(
+            "--overwrite_checkpoints",
+            type=bool,
+            default=False,
+            help=(
+                "What fit without --ckpt_path does when a checkpoint folder of the run (a"
+                " ModelCheckpoint dirpath) already holds .ckpt files: false stops with an error"
+                " before training; true deletes those files first. A resumed fit (--ckpt_path)"
+                " keeps them and continues."
+            ),
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Per subcommand, before anything is built: ``predict`` covers the whole test split
+        and logs nothing; a run evaluated or resumed from a checkpoint logs into its version
+        folder; only ``fit`` saves its ``config.yaml`` (an evaluation does not replace it)."""
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        if self.subcommand != "fit":
+            self.save_config_callback = None
+        if self.subcommand == "predict":
+            config.data.max_eval_samples = None
+            config.trainer.logger = False
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            continue_logger_version(config.trainer, ckpt_path)
+
+    def before_fit(self) -> None:
+        """Refuse, or with ``--overwrite_checkpoints`` clear, checkpoint folders that already
+        hold checkpoints, unless the fit resumes (``--ckpt_path``)."""
+        config = self.config_init["fit"]
+        if config.get("ckpt_path"):
+            return
+        folders = {getattr(c, "dirpath", None) for c in self.trainer.checkpoint_callbacks} - {None}
+        existing = sorted(path for folder in folders for path in Path(folder).glob("*.ckpt"))
+        if not existing:
+            return
+        if not config["overwrite_checkpoints"]:
+            names = ", ".join(str(path) for path in existing)
+            raise FileExistsError(
+                f"this fit would write its checkpoints beside an earlier run's ({names}), and"
+                " configs that start from them (model.init_from) could load the old ones. Give"
+                " the run its own folder (--trainer.default_root_dir), resume the earlier one"
+                " (--ckpt_path .../last.ckpt) or delete them first (--overwrite_checkpoints true)."
+            )
+        for path in existing:
+            path.unlink(missing_ok=True)
 
     def after_fit(self) -> None:
         """Test the best checkpoint (or the last weights) unless ``--test_after_fit false``."""
@@ -68,8 +168,9 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
         # the epilog makes `wpauc --help` name the data-preparation commands that main() handles
         parser_kwargs={"parser_mode": "omegaconf+", "epilog": describe_commands()},
         save_config_kwargs={"overwrite": True},
-        # every run draws its rank histograms and HR@K figure, whatever callbacks it lists
-        trainer_defaults={"callbacks": [RankingPlots()]},
+        # every run draws its rank histograms and HR@K figure, whatever callbacks it lists,
+        # and its checkpoints say where it logs
+        trainer_defaults={"callbacks": [RankingPlots(), LoggerRecorder()]},
         args=args,
         run=run,
     )
