@@ -103,9 +103,7 @@ def cli_args(
         "--trainer.max_epochs=-1",
         f"--trainer.val_check_interval={args.val_every}",
         "--trainer.check_val_every_n_epoch=null",
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.logger.init_args.save_dir={run_dir}",
-        f"--trainer.callbacks.dirpath={run_dir}/checkpoints",
+        f"--trainer.default_root_dir={run_dir}",  # logs and checkpoints follow it
         "--trainer.enable_progress_bar=false",
         "--test_after_fit=false",
     ]
@@ -173,7 +171,6 @@ def start_point(dataset: str, args) -> dict:
     base = [
         f"--config={REPO / 'configs' / dataset / 'sft.yaml'}",
         f"--trainer.default_root_dir={args.out / dataset / 'sft_start'}",
-        f"--trainer.logger.init_args.save_dir={args.out / dataset / 'sft_start'}",
         "--trainer.enable_progress_bar=false",
         f"--ckpt_path={args.sft_checkpoint}",
     ]
@@ -207,6 +204,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     os.chdir(REPO)  # configs name their data relative to the repository
+    # the real data sets live beside the repository on the machine this study ran on
+    os.environ.setdefault("WPAUC_DATA", str(REPO.parent / "shared" / "data"))
     if args.report:
         from experiments.study_report import write_study_report
 
