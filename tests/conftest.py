@@ -16,10 +16,10 @@ from wpauc.models import TinyQwen2Policy
 torch.set_num_threads(int(os.environ.get("WPAUC_TEST_THREADS", "1")))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("WPAUC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# the shipped configs read their data from $WPAUC_DATA (configs/README.md); the tests look
+# there too, by default in a shared/data folder beside the repository
+SHARED_DATA = Path(os.environ.setdefault("WPAUC_DATA", str(REPO_ROOT.parent / "shared" / "data")))
 AMAZON18_MINIONEREC = SHARED_DATA / "amazon18-minionerec"
-# the shipped configs read their data from $WPAUC_DATA (configs/README.md)
-os.environ.setdefault("WPAUC_DATA", str(SHARED_DATA))
 
 
 @pytest.fixture
