@@ -7,7 +7,10 @@ override is merged (jsonargparse's ``omegaconf+`` mode), so an interpolation fol
 override given later. ``fit`` evaluates the test split with the best checkpoint when
 it ends (``--test_after_fit false`` turns that off), so one command gives a trained model and
 its test metrics. ``wpauc prepare-amazon`` and ``wpauc build-sids`` are the data-preparation
-commands of :mod:`wpauc.prepare`, parsed by jsonargparse like the rest.
+commands of :mod:`wpauc.prepare`, parsed by jsonargparse like the rest; ``wpauc export`` writes
+a checkpoint as a plain Hugging Face directory (:mod:`wpauc.export`). The optimizer and its
+scheduler are ``--model.optimizer`` and ``--model.scheduler``: Lightning's own ``--optimizer``
+and ``--lr_scheduler`` are not offered (they would be built before the policy exists).
 
 A run is one folder, ``trainer.default_root_dir``; the CLI keeps it one run:
 
@@ -35,6 +38,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from wpauc.callbacks import RankingPlots
 from wpauc.data.datamodule import RecDataModule
+from wpauc.export import export_command
 from wpauc.module import RecommenderModule
 from wpauc.prepare.command_line import COMMANDS, describe_commands, run_command
 
@@ -166,7 +170,13 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
         RecommenderModule,
         RecDataModule,
         # the epilog makes `wpauc --help` name the data-preparation commands that main() handles
-        parser_kwargs={"parser_mode": "omegaconf+", "epilog": describe_commands()},
+        parser_kwargs={
+            "parser_mode": "omegaconf+",
+            "epilog": describe_commands() + " 'wpauc export --help' exports a checkpoint.",
+        },
+        # the optimizer is model.optimizer: Lightning's --optimizer would be built over the
+        # module's parameters before configure_model builds the policy (an empty list)
+        auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
         # every run draws its rank histograms and HR@K figure, whatever callbacks it lists,
         # and its checkpoints say where it logs
@@ -177,7 +187,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point ``wpauc``: a data-preparation command, else Lightning's CLI.
+    """Console entry point ``wpauc``: a data-preparation command, ``export``, else
+    Lightning's CLI.
 
     Args:
         argv: the arguments (default: the command line); none at all prints the help.
@@ -185,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in COMMANDS:
         run_command(args[0], args[1:], prog=f"wpauc {args[0]}")
+    elif args and args[0] == "export":
+        export_command(args[1:])
     elif not args:
         run_cli(["--help"])
     else:

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
 from wpauc.decoding import (
@@ -29,6 +30,7 @@ from wpauc.decoding import (
 from wpauc.analysis import DIAGNOSTICS, distribution_diagnostics
 from wpauc.metrics import RankingMetrics, positive_ranks
 from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
+from wpauc.models.provenance import CATALOG_KEY, catalog_record, check_catalog
 from wpauc.objectives import Group, Objective, PolicyLoss, group_statistics
 
 #: Score given to items outside the returned beams under the beam protocol: finite (metrics
@@ -51,15 +53,19 @@ class RecommenderModule(L.LightningModule):
         loss: How the RL groups are optimised (advantages, PPO clip, KL weight, updates per
             rollout, aggregation); see ``wpauc.objectives.PolicyLoss``.
         sft_epochs: With an objective, the number of leading SFT epochs before RL starts.
-        rl_learning_rate: Learning rate set on every parameter group when RL starts (the
-            optimizer's moments are reset then too); ``None`` keeps the SFT learning rate.
+        rl_learning_rate: Learning rate set on every parameter group when RL starts: at
+            epoch ``sft_epochs``, also when that is 0 (an RL-only run); after SFT epochs the
+            optimizer's moments are reset then too. ``None`` keeps the optimizer's learning
+            rate. Must be > 0, and cannot be combined with ``scheduler`` (which sets the
+            learning rate at every step); unused without an objective.
         optimizer: Optimizer factory over the trainable parameters.
         scheduler: Optional learning-rate scheduler factory, stepped once per optimizer step.
         gradient_clip_val: Max global gradient norm per update (``None`` disables clipping).
             Clipping is done here, not by the Trainer, because updates are manual (RL reuses
             one rollout for ``loss.num_iterations`` updates).
         init_from: Checkpoint whose policy weights initialise this run (e.g. the SFT run's
-            ``last.ckpt`` for an RL run); optimizer state is not taken from it.
+            ``last.ckpt`` for an RL run); optimizer state is not taken from it. It must
+            match ``policy`` (same architecture) and record the catalog of this run's data.
         eval_protocol: ``"exact"`` ranks the whole catalog by exact item scores;
             ``"beam"`` ranks only the top ``eval_num_beams`` beams, as MiniOneRec and ReRe
             report (HR@K and NDCG@K only; AUC and WPAUC need the full ranking).
@@ -101,6 +107,14 @@ class RecommenderModule(L.LightningModule):
             raise ValueError(f"model.eval_protocol must be 'exact' or 'beam', got {eval_protocol!r}")
         if sft_epochs < 0:
             raise ValueError(f"model.sft_epochs must be >= 0, got {sft_epochs}")
+        if rl_learning_rate is not None and rl_learning_rate <= 0:
+            raise ValueError(f"model.rl_learning_rate must be > 0, got {rl_learning_rate}")
+        if rl_learning_rate is not None and scheduler is not None and objective is not None:
+            raise ValueError(
+                "model.rl_learning_rate cannot be combined with model.scheduler: the scheduler"
+                " sets the learning rate at every step and would replace it. Leave"
+                " model.rl_learning_rate null and give the RL stage its rate in the schedule"
+            )
         if eval_protocol == "beam" and max(eval_top_k) > eval_num_beams:
             raise ValueError(
                 f"model.eval_top_k holds K={max(eval_top_k)} > model.eval_num_beams={eval_num_beams}:"
@@ -128,6 +142,11 @@ class RecommenderModule(L.LightningModule):
         self.diagnosed_samples = 0
         self.oracle_probs: torch.Tensor | None = None
         """``[S, N]`` true next-item distribution of every validation sample, when known."""
+        self.catalog_record: dict[str, Any] | None = None
+        """The catalog of the data (see `wpauc.models.provenance`), saved in checkpoints."""
+        self.rl_started = False
+        """Whether this run has started its RL stage (saved in checkpoints, so a resumed run
+        does not start it again)."""
 
     # ------------------------------------------------------------------ building
     def build(self, datamodule) -> None:
@@ -139,6 +158,12 @@ class RecommenderModule(L.LightningModule):
             return
         datamodule.setup("fit")
         self.oracle_probs = (datamodule.data.true_next_item_probs or {}).get("valid")
+        self.catalog_record = catalog_record(
+            datamodule.catalog.item_ids,
+            datamodule.item_codes,
+            datamodule.tokenizer,
+            f"{datamodule.source!r} with {type(datamodule.codec).__name__}",
+        )
         self.policy = self.policy_builder.build(datamodule.tokenizer, datamodule.item_codes)
         self.trie = ItemTrie.from_codes(datamodule.item_codes)
         if self.objective is not None:
@@ -154,8 +179,10 @@ class RecommenderModule(L.LightningModule):
             raise ValueError(f"model.eval_top_k / model.eval_windows: {error}") from None
         self.test_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="test/")
         if self.hparams.init_from:
-            self._load_policy_weights(self.hparams.init_from)
+            self.load_policy_weights(self.hparams.init_from)
         if self.objective is not None and self.loss.beta > 0:
+            # the policy's weights now: the SFT start point of RL from init_from (under LoRA a
+            # snapshot of the adapter and code-token rows, not the pre-SFT base model)
             self.reference = ReferenceModel(self.policy)
 
     def _evaluation_windows(self, num_negatives: int) -> list[tuple[float, float]]:
@@ -171,32 +198,64 @@ class RecommenderModule(L.LightningModule):
     def configure_model(self) -> None:
         self.build(self.trainer.datamodule)
 
-    def _load_policy_weights(self, path: str) -> None:
+    def load_policy_weights(self, path: str, key: str = "model.init_from") -> None:
+        """Load the policy weights of the checkpoint at ``path`` into the built policy.
+
+        Refused with a ValueError naming ``key``: a checkpoint with pickled objects (only
+        tensors are loaded, so a checkpoint cannot run code), one whose policy has another
+        architecture (the first differing tensors and their shapes), and one that records
+        another catalog than this run's data.
+
+        Args:
+            path: a wpauc (Lightning) checkpoint.
+            key: the setting that named ``path``, for error messages.
+        """
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as error:
-            raise FileNotFoundError(f"model.init_from: no checkpoint at {path}") from error
+            raise FileNotFoundError(f"{key}: no checkpoint at {path}") from error
         except pickle.UnpicklingError as error:
             raise ValueError(
-                f"model.init_from: {path} holds pickled objects besides tensors; wpauc loads "
+                f"{key}: {path} holds pickled objects besides tensors; wpauc loads "
                 "checkpoints with weights only, so that a checkpoint cannot run code"
             ) from error
         prefix = "policy."
-        state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        state = {
+            name[len(prefix) :]: value
+            for name, value in checkpoint["state_dict"].items()
+            if name.startswith(prefix)
+        }
         if not state:
-            raise ValueError(f"model.init_from: {path} holds no policy weights (no 'policy.*' keys)")
-        missing, unexpected = self.policy.load_state_dict(state, strict=False)
-        if missing or unexpected:
+            raise ValueError(f"{key}: {path} holds no policy weights (no 'policy.*' keys)")
+        expected = self.policy.state_dict()
+        missing = [name for name in expected if name not in state]
+        unexpected = [name for name in state if name not in expected]
+        reshaped = [
+            f"{name} {tuple(state[name].shape)} in the checkpoint, {tuple(value.shape)} here"
+            for name, value in expected.items()
+            if name in state and state[name].shape != value.shape
+        ]
+        if missing or unexpected or reshaped:
             raise ValueError(
-                f"model.init_from: {path} does not match the configured policy"
-                f" (missing {missing[:5]}, unexpected {unexpected[:5]})"
+                f"{key}: {path} does not match the configured policy (model.policy: give it the"
+                f" settings of the run that saved it): missing {missing[:5]}, unexpected"
+                f" {unexpected[:5]}, other shapes {reshaped[:3]}"
             )
+        check_catalog(checkpoint.get(CATALOG_KEY), self.catalog_record, f"{key}: {path}")
+        self.policy.load_state_dict(state)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the catalog record, whether RL has started and the reference's weights."""
+        checkpoint[CATALOG_KEY] = self.catalog_record
+        checkpoint["wpauc_rl_started"] = self.rl_started
         if self.reference is not None:
             checkpoint["reference_state_dict"] = self.reference.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another catalog (``ckpt_path`` of fit, validate, test and
+        predict); restore whether RL has started and the reference's weights."""
+        check_catalog(checkpoint.get(CATALOG_KEY), self.catalog_record, "ckpt_path")
+        self.rl_started = checkpoint.get("wpauc_rl_started", False)
         if self.reference is not None and "reference_state_dict" in checkpoint:
             self.reference.load_state_dict(checkpoint["reference_state_dict"])
 
@@ -208,6 +267,14 @@ class RecommenderModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
+        max_epochs = self.trainer.max_epochs
+        if self.objective is not None and max_epochs not in (None, -1):
+            if self.hparams.sft_epochs >= max_epochs:
+                rank_zero_warn(
+                    f"model.sft_epochs={self.hparams.sft_epochs} >= trainer.max_epochs="
+                    f"{max_epochs}: every epoch is SFT and the RL stage (model.objective) never"
+                    " runs; raise trainer.max_epochs, or set model.objective: null for SFT only"
+                )
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
@@ -219,19 +286,26 @@ class RecommenderModule(L.LightningModule):
         return self.objective is not None and self.current_epoch >= self.hparams.sft_epochs
 
     def on_train_epoch_start(self) -> None:
-        rl_starts_now = (
-            self.objective is not None
-            and self.hparams.sft_epochs > 0
-            and self.current_epoch == self.hparams.sft_epochs
-        )
-        if rl_starts_now:
+        """Start the RL stage at epoch ``sft_epochs``, once per run: a run resumed from a
+        checkpoint saved after that (even in the same epoch) keeps the restored reference,
+        optimizer state and learning rate. After SFT epochs the reference becomes the
+        SFT-trained policy and the optimizer's moments are reset; ``rl_learning_rate``, when
+        set, becomes every parameter group's learning rate."""
+        if (
+            self.objective is None
+            or self.current_epoch != self.hparams.sft_epochs
+            or self.rl_started
+        ):
+            return
+        self.rl_started = True
+        optimizer = self.optimizers().optimizer
+        if self.hparams.sft_epochs > 0:
             if self.reference is not None:
-                self.reference.refresh()  # the reference of RL is the SFT-trained policy
-            optimizer = self.optimizers().optimizer
+                self.reference.refresh()
             optimizer.state.clear()
-            if self.hparams.rl_learning_rate is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = self.hparams.rl_learning_rate
+        if self.hparams.rl_learning_rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = self.hparams.rl_learning_rate
 
     def _update(self, loss: torch.Tensor) -> torch.Tensor:
         """One optimizer step on ``loss`` (clip, step, schedule); returns the gradient norm

@@ -1,0 +1,314 @@
+"""Export a trained recommender as a plain Hugging Face directory, and load it back.
+
+``wpauc export --config <run config> [overrides] --ckpt_path <checkpoint> --output_dir <dir>``
+takes the same config (and overrides) as ``wpauc test`` on that checkpoint and writes:
+
+- ``config.json``, ``model.safetensors``, ``generation_config.json``: the policy as a plain
+  causal LM, a LoRA adapter merged into its base weights (a 4/8-bit policy's adapter is
+  merged into the full-precision base model of ``model.policy.init_args.path``, as QLoRA
+  adapters usually are, so its outputs differ from the quantized model's by the
+  quantization error);
+- the tokenizer files, with the code tokens;
+- ``wpauc_recommender.json``: every item's data-set id, title, SID and code (tokens and token
+  ids, in catalog order: the item trie is ``ItemTrie.from_codes`` of the token ids), the
+  prompt template and codec, the prompt limits, ``renormalize`` and the catalog record.
+
+``AutoModelForCausalLM.from_pretrained(dir)`` and ``AutoTokenizer.from_pretrained(dir)`` load
+it without wpauc; :func:`load_recommender` loads it with wpauc and recommends::
+
+    recommender = load_recommender("exports/office_tawin")
+    recommender.recommend([1204, 77, 3051], k=10)   # ten item ids, best first
+
+The checkpoint must record the catalog of the config's data (see
+:mod:`wpauc.models.provenance`); the loader checks that the tokenizer still gives the
+exported codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from wpauc.data import (
+    Catalog,
+    ItemCodec,
+    PromptTemplate,
+    RecData,
+    RecDataModule,
+    RecSource,
+    Sample,
+)
+from wpauc.decoding import ItemTrie, constrained_beam_search
+from wpauc.models.provenance import catalog_record, check_catalog
+
+#: The file of an export that wpauc reads besides the Hugging Face files.
+RECOMMENDER_FILE = "wpauc_recommender.json"
+#: The layout version of `RECOMMENDER_FILE`.
+FORMAT_VERSION = 1
+
+
+def _class_spec(instance: object, setting: str) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` of a dataclass instance (a codec or a template)."""
+    if not dataclasses.is_dataclass(instance):
+        raise ValueError(
+            f"{setting}: {type(instance).__name__} is not a dataclass, so export cannot record "
+            "its settings; use one of wpauc's classes or make it a dataclass"
+        )
+    cls = type(instance)
+    return {
+        "class_path": f"{cls.__module__}.{cls.__qualname__}",
+        "init_args": {
+            field.name: getattr(instance, field.name)
+            for field in dataclasses.fields(instance)
+            if field.init
+        },
+    }
+
+
+def _instantiate(spec: dict[str, Any], base: type, where: str) -> Any:
+    """The instance described by :func:`_class_spec`; only subclasses of ``base`` are built,
+    so an export file cannot make the loader call anything else."""
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"{where}: {spec['class_path']!r} is not a {base.__name__}")
+    return cls(**spec["init_args"])
+
+
+def _plain_model(module, datamodule: RecDataModule) -> nn.Module:
+    """The module's policy as a plain Hugging Face causal LM, any LoRA adapter merged."""
+    policy = module.policy
+    if not isinstance(policy, PeftModel):
+        return policy
+    if getattr(module.policy_builder, "quantization", None) is not None:
+        full_precision = dataclasses.replace(module.policy_builder, quantization=None).build(
+            datamodule.tokenizer, datamodule.item_codes
+        )
+        target = full_precision.state_dict()
+        trained = {
+            name: value
+            for name, value in policy.state_dict().items()
+            if name in target and value.is_floating_point() and value.shape == target[name].shape
+        }
+        full_precision.load_state_dict(trained, strict=False)
+        policy = full_precision
+    return policy.merge_and_unload()
+
+
+def export_recommender(
+    module, datamodule: RecDataModule, ckpt_path: str | Path, output_dir: str | Path
+) -> Path:
+    """Write the export of the checkpoint `ckpt_path` to `output_dir` (see the module
+    docstring); returns the directory.
+
+    Args:
+        module: a `RecommenderModule` configured like the run that saved the checkpoint (not
+            built yet, or built without weights that matter: the checkpoint's are loaded).
+        datamodule: the run's data module (its catalog must be the checkpoint's).
+        ckpt_path: the checkpoint to export (e.g. ``<run>/checkpoints/best.ckpt``).
+        output_dir: where to write; must not exist or be empty.
+    """
+    output = Path(output_dir)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise FileExistsError(f"output_dir: {output} exists and is not an empty folder")
+    module.build(datamodule)
+    module.load_policy_weights(str(ckpt_path), key="ckpt_path")
+    model = _plain_model(module, datamodule)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    datamodule.tokenizer.save_pretrained(output)
+    catalog = datamodule.catalog
+    tokenizer = datamodule.tokenizer
+    items = [
+        {
+            "item_id": item_id,
+            "title": catalog.titles[index],
+            "sid": None if catalog.sids is None else list(catalog.sids[index]),
+            "code_tokens": tokenizer.convert_ids_to_tokens(code),
+            "code_ids": list(code),
+        }
+        for index, (item_id, code) in enumerate(
+            zip(catalog.item_ids, datamodule.item_codes, strict=True)
+        )
+    ]
+    description = {
+        "format_version": FORMAT_VERSION,
+        "checkpoint": str(ckpt_path),
+        "catalog": module.catalog_record,
+        "codec": _class_spec(datamodule.codec, "data.codec"),
+        "template": _class_spec(datamodule.template, "data.template"),
+        "max_history": datamodule.max_history,
+        "max_prompt_tokens": datamodule.max_prompt_tokens,
+        "renormalize": module.hparams.renormalize,
+        "items": items,
+    }
+    (output / RECOMMENDER_FILE).write_text(json.dumps(description, indent=1))
+    return output
+
+
+@dataclass
+class _ExportedCatalog(RecSource):
+    """A data source with the exported catalog and no samples (prompts only)."""
+
+    catalog: Catalog
+    """The exported items."""
+
+    def load(self) -> RecData:
+        return RecData(self.catalog, train=[], valid=[], test=[])
+
+
+@dataclass
+class Recommender:
+    """An exported recommender: the causal LM, its prompts and the item trie.
+
+    Use :func:`load_recommender` to make one.
+    """
+
+    model: nn.Module
+    """The Hugging Face causal LM (eval mode)."""
+    prompts: RecDataModule
+    """Builds prompts as in training (template, tokenizer, ``max_history``, prompt limit)."""
+    trie: ItemTrie
+    """The catalog's codes, on the model's device."""
+    renormalize: bool
+    """Score by log-probs renormalised over the allowed continuations, as in training."""
+
+    @property
+    def item_ids(self) -> tuple[int, ...]:
+        """The data-set item ids, in catalog order."""
+        return self.prompts.catalog.item_ids
+
+    def recommend(self, history_item_ids: Sequence[int], k: int = 10) -> list[int]:
+        """The top `k` item ids for a user, best first, by trie-constrained beam search of
+        width `k` (as ``wpauc predict`` with ``model.eval_num_beams: k``).
+
+        Args:
+            history_item_ids: the data-set ids of the user's items, oldest first (the last
+                ``max_history`` are used).
+            k: how many items; between 1 and the number of items.
+        """
+        catalog = self.prompts.catalog
+        history = tuple(catalog.index_of(item_id) for item_id in history_item_ids)
+        batch = self.prompts.batch_for([Sample(user="", history=history, target=0)])
+        device = self.trie.node_token.device
+        items, _ = constrained_beam_search(
+            self.model,
+            batch["input_ids"].to(device),
+            batch["attention_mask"].to(device),
+            self.trie,
+            k,
+            renormalize=self.renormalize,
+        )
+        return [catalog.item_ids[item] for item in items[0].tolist() if item >= 0]
+
+
+def load_recommender(
+    directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> Recommender:
+    """Load an export written by ``wpauc export``.
+
+    Args:
+        directory: the export folder.
+        device: where the model runs.
+        dtype: the model's dtype; None keeps the exported one.
+    """
+    directory = Path(directory)
+    path = directory / RECOMMENDER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a wpauc export (no {RECOMMENDER_FILE})")
+    description = json.loads(path.read_text())
+    if description.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {description.get('format_version')!r}, this wpauc reads "
+            f"{FORMAT_VERSION}"
+        )
+    items = description["items"]
+    sids = [item["sid"] for item in items]
+    catalog = Catalog(
+        item_ids=tuple(item["item_id"] for item in items),
+        titles=tuple(item["title"] for item in items),
+        sids=None if sids[0] is None else tuple(tuple(sid) for sid in sids),
+    )
+    prompts = RecDataModule(
+        _ExportedCatalog(catalog),
+        codec=_instantiate(description["codec"], ItemCodec, f"{path}: codec"),
+        template=_instantiate(description["template"], PromptTemplate, f"{path}: template"),
+        tokenizer_path=str(directory),
+        max_history=description["max_history"],
+        max_prompt_tokens=description["max_prompt_tokens"],
+    )
+    prompts.setup()
+    exported_codes = [item["code_ids"] for item in items]
+    if prompts.item_codes != exported_codes:
+        raise ValueError(f"{directory}: its tokenizer does not give the exported item codes")
+    check_catalog(
+        description["catalog"],
+        catalog_record(catalog.item_ids, exported_codes, prompts.tokenizer, "this export"),
+        f"{path}",
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, local_files_only=True, **({} if dtype is None else {"dtype": dtype})
+    )
+    return Recommender(
+        model=model.to(device).eval(),
+        prompts=prompts,
+        trie=ItemTrie.from_codes(exported_codes).to(device),
+        renormalize=description["renormalize"],
+    )
+
+
+def export_command(argv: Sequence[str], prog: str = "wpauc export") -> Path:
+    """``wpauc export``: parse the arguments, build the run's module and data from its
+    config, and export the checkpoint.
+
+    Args:
+        argv: ``--ckpt_path``, ``--output_dir`` and the config arguments of ``wpauc test``
+            (``--config`` and overrides).
+        prog: the program name shown in ``--help`` and error messages.
+    """
+    from wpauc.cli import run_cli  # the CLI imports this module for its dispatch
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Export a checkpoint as a plain Hugging Face directory (LoRA merged, safetensors,"
+            " tokenizer with the code tokens, the item-code map in wpauc_recommender.json)."
+            " Every other argument is a config argument, as for 'wpauc test' on the same"
+            " checkpoint: --config <run config> and overrides."
+        ),
+    )
+    parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
+    parser.add_argument("--output_dir", required=True, help="a new or empty folder")
+    args, config_args = parser.parse_known_args(argv)
+    # the export builds the policy on this machine's CPU (a 4/8-bit policy on its GPU);
+    # init_from and the reference would only load weights the checkpoint replaces
+    cli = run_cli(
+        [
+            *config_args,
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.num_nodes=1",
+            "--trainer.strategy=auto",
+            "--trainer.logger=false",
+            "--model.init_from=null",
+            "--model.loss.beta=0",
+        ],
+        run=False,
+    )
+    try:
+        output = export_recommender(cli.model, cli.datamodule, args.ckpt_path, args.output_dir)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        raise SystemExit(f"{prog}: error: {error}") from error
+    print(f"{prog}: wrote {output}")
+    return output
