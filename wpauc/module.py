@@ -144,9 +144,6 @@ class RecommenderModule(L.LightningModule):
         """``[S, N]`` true next-item distribution of every validation sample, when known."""
         self.catalog_record: dict[str, Any] | None = None
         """The catalog of the data (see `wpauc.models.provenance`), saved in checkpoints."""
-        self.rl_started = False
-        """Whether this run has started its RL stage (saved in checkpoints, so a resumed run
-        does not start it again)."""
 
     # ------------------------------------------------------------------ building
     def build(self, datamodule) -> None:
@@ -202,9 +199,9 @@ class RecommenderModule(L.LightningModule):
         """Load the policy weights of the checkpoint at ``path`` into the built policy.
 
         Refused with a ValueError naming ``key``: a checkpoint with pickled objects (only
-        tensors are loaded, so a checkpoint cannot run code), one whose policy has another
-        architecture (the first differing tensors and their shapes), and one that records
-        another catalog than this run's data.
+        tensors are loaded, so a checkpoint cannot run code), one that records another
+        catalog than this run's data, and one whose policy has another architecture (the
+        first differing tensors and their shapes).
 
         Args:
             path: a wpauc (Lightning) checkpoint.
@@ -227,6 +224,8 @@ class RecommenderModule(L.LightningModule):
         }
         if not state:
             raise ValueError(f"{key}: {path} holds no policy weights (no 'policy.*' keys)")
+        # first: another catalog usually means another vocabulary, hence other shapes too
+        check_catalog(checkpoint.get(CATALOG_KEY), self.catalog_record, f"{key}: {path}")
         expected = self.policy.state_dict()
         missing = [name for name in expected if name not in state]
         unexpected = [name for name in state if name not in expected]
@@ -241,21 +240,18 @@ class RecommenderModule(L.LightningModule):
                 f" settings of the run that saved it): missing {missing[:5]}, unexpected"
                 f" {unexpected[:5]}, other shapes {reshaped[:3]}"
             )
-        check_catalog(checkpoint.get(CATALOG_KEY), self.catalog_record, f"{key}: {path}")
         self.policy.load_state_dict(state)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add the catalog record, whether RL has started and the reference's weights."""
+        """Add the catalog record and the reference's weights."""
         checkpoint[CATALOG_KEY] = self.catalog_record
-        checkpoint["wpauc_rl_started"] = self.rl_started
         if self.reference is not None:
             checkpoint["reference_state_dict"] = self.reference.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another catalog (``ckpt_path`` of fit, validate, test and
-        predict); restore whether RL has started and the reference's weights."""
+        predict); restore the reference's weights."""
         check_catalog(checkpoint.get(CATALOG_KEY), self.catalog_record, "ckpt_path")
-        self.rl_started = checkpoint.get("wpauc_rl_started", False)
         if self.reference is not None and "reference_state_dict" in checkpoint:
             self.reference.load_state_dict(checkpoint["reference_state_dict"])
 
@@ -286,18 +282,13 @@ class RecommenderModule(L.LightningModule):
         return self.objective is not None and self.current_epoch >= self.hparams.sft_epochs
 
     def on_train_epoch_start(self) -> None:
-        """Start the RL stage at epoch ``sft_epochs``, once per run: a run resumed from a
-        checkpoint saved after that (even in the same epoch) keeps the restored reference,
-        optimizer state and learning rate. After SFT epochs the reference becomes the
-        SFT-trained policy and the optimizer's moments are reset; ``rl_learning_rate``, when
-        set, becomes every parameter group's learning rate."""
-        if (
-            self.objective is None
-            or self.current_epoch != self.hparams.sft_epochs
-            or self.rl_started
-        ):
+        """Start the RL stage at epoch ``sft_epochs``: after SFT epochs the reference becomes
+        the SFT-trained policy and the optimizer's moments are reset; ``rl_learning_rate``,
+        when set, becomes every parameter group's learning rate. (Lightning does not run this
+        hook again when it resumes inside an epoch: the checkpoint's reference, optimizer
+        state and learning rate are kept.)"""
+        if self.objective is None or self.current_epoch != self.hparams.sft_epochs:
             return
-        self.rl_started = True
         optimizer = self.optimizers().optimizer
         if self.hparams.sft_epochs > 0:
             if self.reference is not None:
