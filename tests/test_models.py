@@ -72,7 +72,7 @@ def prompt_ids(item_codes: list[list[int]]) -> torch.Tensor:
 def perturb_adapter(policy: torch.nn.Module) -> None:
     """Give the LoRA B matrices (zero at init) and the trainable token rows non-trivial values."""
     with torch.no_grad():
-        for name, parameter in policy.named_parameters():
+        for parameter in policy.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.5 * torch.randn_like(parameter))
 
@@ -108,7 +108,7 @@ def test_tiny_policy_seed_reproducible_and_leaves_global_rng_alone(tokenizer):
     assert torch.equal(torch.rand(1), expected_next_draw)
     second = TinyQwen2Policy(seed=7).build(tokenizer)
     other = TinyQwen2Policy(seed=8).build(tokenizer)
-    for a, b, c in zip(first.parameters(), second.parameters(), other.parameters()):
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(first.model.embed_tokens.weight, other.model.embed_tokens.weight)
 
@@ -258,7 +258,9 @@ def test_quantization_without_bitsandbytes_or_cuda_is_a_clear_error(
 # ---- reference model --------------------------------------------------------------------
 
 
-def test_lora_reference_is_the_base_model_without_copy(checkpoint, tokenizer, item_codes):
+def test_lora_reference_of_a_new_adapter_is_the_base_model_without_copy(
+    checkpoint, tokenizer, item_codes
+):
     # Oracle: the same checkpoint loaded without LoRA, its new rows drawn from the same seed.
     torch.manual_seed(0)
     base = PretrainedPolicy(str(checkpoint)).build(tokenizer, item_codes).eval()
@@ -297,6 +299,99 @@ def test_lora_reference_can_keep_the_adapter_as_a_frozen_copy(checkpoint, tokeni
     assert not reference.shares_policy_weights
     _train_step(policy, ids)
     torch.testing.assert_close(reference(input_ids=ids).logits, policy_logits)
+
+
+def test_lora_reference_keeps_the_trained_adapter_and_code_rows_without_copy(
+    checkpoint, tokenizer, item_codes
+):
+    # The reference of RL after a LoRA SFT is the SFT policy, trained code-token rows
+    # included, not the base model with the adapter disabled; no second base model is made.
+    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(
+        tokenizer, item_codes
+    )
+    perturb_adapter(policy)  # stands for the SFT-trained adapter and code-token rows
+    ids = prompt_ids(item_codes)
+    policy.eval()
+    sft_logits = policy(input_ids=ids).logits.detach()
+    with policy.disable_adapter():
+        base_logits = policy(input_ids=ids).logits.detach()
+    assert (sft_logits - base_logits).abs().max() > 1e-2
+    storages = {p.data_ptr() for p in policy.parameters()}
+
+    reference = ReferenceModel(policy)
+    assert reference.shares_policy_weights
+    torch.testing.assert_close(reference(input_ids=ids).logits, sft_logits)
+    _train_step(policy, ids)
+    policy.eval()
+    trained_logits = policy(input_ids=ids).logits.detach()
+    assert (trained_logits - sft_logits).abs().max() > 1e-3
+    with reference.activated() as reference_model:
+        assert reference_model is policy
+        assert {p.data_ptr() for p in reference_model.parameters()} == storages
+        torch.testing.assert_close(reference_model(input_ids=ids).logits, sft_logits)
+    # the policy's own weights are back after the block
+    torch.testing.assert_close(policy(input_ids=ids).logits, trained_logits)
+    snapshot_bytes = sum(t.numel() * t.element_size() for t in reference.state_dict().values())
+    trainable_bytes = sum(
+        p.numel() * p.element_size() for p in policy.parameters() if p.requires_grad
+    )
+    assert snapshot_bytes == trainable_bytes
+
+    reference.refresh()
+    torch.testing.assert_close(reference(input_ids=ids).logits, trained_logits)
+
+
+def test_lora_reference_restores_the_policy_when_the_block_fails(checkpoint, tokenizer, item_codes):
+    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(
+        tokenizer, item_codes
+    )
+    reference = ReferenceModel(policy)
+    perturb_adapter(policy)
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    policy.train()
+    with pytest.raises(RuntimeError, match="inside the block"):
+        with reference.activated():
+            raise RuntimeError("inside the block")
+    assert policy.training
+    for name, parameter in policy.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+
+
+def test_lora_reference_state_round_trip_and_mismatch(checkpoint, tokenizer, item_codes):
+    def build():
+        torch.manual_seed(0)  # the same resized rows and adapter init in both policies
+        return PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(
+            tokenizer, item_codes
+        )
+
+    trained = build()
+    perturb_adapter(trained)
+    saved = ReferenceModel(trained).state_dict()
+    rebuilt = build()
+    reference = ReferenceModel(rebuilt)
+    reference.load_state_dict(saved)
+    ids = prompt_ids(item_codes)
+    trained.eval()
+    torch.testing.assert_close(reference(input_ids=ids).logits, trained(input_ids=ids).logits)
+    with pytest.raises(ValueError, match="holds no reference weights"):
+        reference.load_state_dict(None)
+    with pytest.raises(ValueError, match="not this policy's trainable weights"):
+        reference.load_state_dict({"base_model.other": torch.zeros(1)})
+
+
+def test_lora_reference_snapshot_follows_the_policy_dtype(checkpoint, tokenizer, item_codes):
+    policy = PretrainedPolicy(str(checkpoint), lora=LoraSettings(dropout=0.0)).build(
+        tokenizer, item_codes
+    )
+    perturb_adapter(policy)
+    reference = ReferenceModel(policy)
+    ids = prompt_ids(item_codes)
+    expected = reference(input_ids=ids).logits
+    policy.to(torch.float64)
+    torch.testing.assert_close(
+        reference(input_ids=ids).logits, expected.double(), rtol=1e-4, atol=1e-4
+    )
+    assert all(t.dtype == torch.float64 for t in reference.state_dict().values())
 
 
 def test_reference_without_adapter_cannot_share_weights(tokenizer):
