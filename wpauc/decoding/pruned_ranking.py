@@ -36,8 +36,10 @@ _LOGIT_ELEMENTS = 2**24
 """Memory budget of one forward's logits, in elements (``prefixes * V``)."""
 _CACHE_ELEMENTS = 2**27
 """Memory budget of one forward's gathered keys and values, in elements."""
-_MAX_CHUNK_PREFIXES = 512
+_MAX_CHUNK_PREFIXES = 8192
 """Default cap on the prefixes per forward."""
+_MAX_ROW_QUERIES = 128
+"""Cap on the prefixes of one context that share a row (and its prompt) in a forward."""
 _MARGIN_EPSILONS = 8
 """The pruning threshold sits ``8 * eps * (1 + |s+|)`` below the teacher-forced positive score
 (``eps`` of the model's compute dtype), so that the float noise between two forwards of the
@@ -123,7 +125,7 @@ def exact_positive_ranks(
             this many through the model; its counts are then bounds (``censored``,
             ``unresolved``). The positive's own prefixes are always expanded, so a context may
             run up to ``max_expansions`` + its code length. ``None``: no cap, always exact.
-        chunk_size: prefixes per forward; default: 512, fewer where their logits would exceed
+        chunk_size: prefixes per forward; default: 8192, fewer where their logits would exceed
             2**24 elements or their gathered keys/values 2**27.
 
     Returns:
@@ -254,47 +256,88 @@ class _PrunedWalk:
         scores: Tensor,
         ancestors: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Runs the kept prefixes of one depth, chunk by chunk, and returns their kept children
-        ``(context, node, score, ancestors)`` in the same order (grouped by context)."""
+        """Runs the kept prefixes of one depth (grouped by context), a chunk of rows at a time,
+        and returns their kept children ``(context, node, score, ancestors)``, grouped by
+        context."""
         trie = self.trie
-        size = self.chunk_size or _default_chunk_size(prompts, cache, depth)
+        chunk = self.chunk_size or _default_chunk_size(prompts, depth)
+        width = min(chunk, _queries_per_row(prompts.attention_mask.shape[1], depth))
+        layout = _RowLayout.of(context, width)
+        rows_per_forward = chunk // width
         kept_children = []
-        for start in range(0, node.numel(), size):
-            rows = slice(start, start + size)
+        for first_row in range(0, layout.num_rows, rows_per_forward):
+            last_row = min(first_row + rows_per_forward, layout.num_rows)
+            pairs = slice(int(layout.row_start[first_row]), int(layout.row_start[last_row]))
             logits, new_keys, new_values = _forward_prefixes(
                 self.model,
                 prompts,
                 cache,
-                context[rows],
-                trie.node_token[node[rows]],
-                ancestors[rows],
+                layout.row_context[first_row:last_row],
+                layout.row[pairs] - first_row,
+                layout.slot[pairs],
+                trie.node_token[node[pairs]],
+                ancestors[pairs],
                 depth,
             )
-            row, child = trie.children(node[rows])
-            child_context = context[rows][row]
-            child_scores = scores[rows][row] + edge_log_probs(
-                logits, row, trie.node_token[child], self.renormalize
+            parent, child = trie.children(node[pairs])
+            child_context = context[pairs][parent]
+            child_scores = scores[pairs][parent] + edge_log_probs(
+                logits, parent, trie.node_token[child], self.renormalize
             )
             keep = (child_scores >= threshold[child_context]) | (
                 child == path[child_context, depth + 1]
             )
-            row, child, child_context, child_scores = (
-                row[keep],
+            parent, child, child_context, child_scores = (
+                parent[keep],
                 child[keep],
                 child_context[keep],
                 child_scores[keep],
             )
             # only prefixes with a child to expand later need their keys/values kept
-            has_inner_child = torch.zeros(node[rows].numel(), dtype=torch.bool, device=node.device)
-            has_inner_child[row[~trie.is_leaf(child)]] = True
+            has_inner_child = torch.zeros(logits.shape[0], dtype=torch.bool, device=node.device)
+            has_inner_child[parent[~trie.is_leaf(child)]] = True
             entry = torch.full_like(has_inner_child, -1, dtype=torch.long)
             entry[has_inner_child] = cache.append(
                 [keys[has_inner_child] for keys in new_keys],
                 [values[has_inner_child] for values in new_values],
             )
-            child_ancestors = torch.cat([ancestors[rows][row], entry[row, None]], dim=1)
+            child_ancestors = torch.cat([ancestors[pairs][parent], entry[parent, None]], dim=1)
             kept_children.append((child_context, child, child_scores, child_ancestors))
         return tuple(torch.cat(parts) for parts in zip(*kept_children, strict=True))
+
+
+@dataclass(frozen=True)
+class _RowLayout:
+    """Where each (context, prefix) pair runs: the prefixes of one context fill rows of
+    ``width`` queries that share the context's prompt (pairs must come grouped by context)."""
+
+    row: Tensor
+    """``[P]`` row of each pair (non-decreasing)."""
+    slot: Tensor
+    """``[P]`` position of each pair inside its row."""
+    row_context: Tensor
+    """``[num_rows]`` the context of each row."""
+    row_start: Tensor
+    """``[num_rows + 1]`` first pair of each row (and the number of pairs at the end)."""
+
+    @property
+    def num_rows(self) -> int:
+        return self.row_context.numel()
+
+    @classmethod
+    def of(cls, context: Tensor, width: int) -> _RowLayout:
+        counts = torch.bincount(context)
+        rank = (
+            torch.arange(context.numel(), device=context.device)
+            - (counts.cumsum(0) - counts)[context]
+        )
+        rows_of_context = (counts + width - 1) // width
+        row = (rows_of_context.cumsum(0) - rows_of_context)[context] + rank // width
+        num_rows = int(rows_of_context.sum())
+        row_context = torch.empty(num_rows, dtype=torch.long, device=context.device)
+        row_context[row] = context
+        row_start = torch.searchsorted(row, torch.arange(num_rows + 1, device=context.device))
+        return cls(row=row, slot=rank % width, row_context=row_context, row_start=row_start)
 
 
 class _PrefixCache:
@@ -334,35 +377,75 @@ def _forward_prefixes(
     model: nn.Module,
     prompts: EncodedPrompts,
     cache: _PrefixCache,
-    context: Tensor,
+    row_context: Tensor,
+    row: Tensor,
+    slot: Tensor,
     tokens: Tensor,
     ancestors: Tensor,
     depth: int,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """One forward of ``R`` prefixes of one depth, one per row: row r's cache is the prompt of
-    ``context[r]`` followed by the prefix's ``depth - 1`` ancestors (``ancestors[r]``, entries of
-    ``cache``), and the prefix's last token ``tokens[r]`` runs on it at its own position.
-    Returns the logits ``[R, V]`` and the token's per-layer keys/values ``[R, kv_heads,
-    head_dim]``."""
-    ancestor_keys, ancestor_values = cache.gather(ancestors)
+    """One forward of ``P`` prefixes of one depth laid out in ``R`` rows (tree attention).
+
+    Row r holds the prompt of ``row_context[r]``, then the union of its prefixes' ancestors
+    (entries of ``cache``), then one query per prefix: pair p's last token ``tokens[p]`` at
+    ``(row[p], slot[p])``, seeing the prompt, its own ``depth - 1`` ancestors (``ancestors[p]``)
+    and itself, at its own position; empty slots see only themselves. Returns the pairs' logits
+    ``[P, V]`` and their tokens' per-layer keys/values ``[P, kv_heads, head_dim]``.
+    """
+    num_rows, device = row_context.numel(), row_context.device
+    width = int(slot.max()) + 1
+    table, position = _ancestor_table(row, ancestors, num_rows, cache.size)
+    ancestor_keys, ancestor_values = cache.gather(table)
     keys = [
-        torch.cat([prompt_keys[context], extra], dim=2)
+        torch.cat([prompt_keys[row_context], extra], dim=2)
         for prompt_keys, extra in zip(prompts.keys, ancestor_keys, strict=True)
     ]
     values = [
-        torch.cat([prompt_values[context], extra], dim=2)
+        torch.cat([prompt_values[row_context], extra], dim=2)
         for prompt_values, extra in zip(prompts.values, ancestor_values, strict=True)
     ]
-    prompt_part = prompt_visibility(prompts, 1)[context]
-    visible = torch.cat([prompt_part, prompt_part.new_ones(context.numel(), 1, depth)], dim=2)
+    prompt_width, cached = prompts.attention_mask.shape[1], keys[0].shape[2]
+    visible = torch.zeros(num_rows, width, cached + width, dtype=torch.bool, device=device)
+    visible[:, :, :prompt_width] = prompt_visibility(prompts, width)[row_context]
+    visible[row[:, None], slot[:, None], prompt_width + position] = True
+    visible[:, :, cached:] = torch.eye(width, dtype=torch.bool, device=device)
+    grid = torch.zeros(num_rows, width, dtype=torch.long, device=device)
+    grid[row, slot] = tokens
+    positions = (prompts.lengths[row_context] + depth - 1)[:, None].expand(-1, width)
     run_cache = cache_from(model, keys, values)
-    positions = (prompts.lengths[context] + depth - 1)[:, None]
-    logits = tree_forward(model, run_cache, tokens[:, None], positions, visible)
+    logits = tree_forward(model, run_cache, grid, positions, visible)
     return (
-        logits[:, 0],
-        [layer.keys[:, :, -1] for layer in run_cache.layers],
-        [layer.values[:, :, -1] for layer in run_cache.layers],
+        logits[row, slot],
+        [layer.keys[row, :, cached + slot] for layer in run_cache.layers],
+        [layer.values[row, :, cached + slot] for layer in run_cache.layers],
     )
+
+
+def _ancestor_table(
+    row: Tensor, ancestors: Tensor, num_rows: int, num_entries: int
+) -> tuple[Tensor, Tensor]:
+    """The distinct ancestors of each row's pairs: ``table`` ``[R, A]`` (cache entries, padded
+    with entry 0, never visible) and ``position`` ``[P, depth - 1]``, where each pair's
+    ancestors sit in its row's table."""
+    keys = row[:, None] * num_entries + ancestors
+    distinct, inverse = torch.unique(keys.flatten(), return_inverse=True)
+    distinct_row = distinct // num_entries
+    counts = torch.bincount(distinct_row, minlength=num_rows)
+    column = (
+        torch.arange(distinct.numel(), device=row.device)
+        - (counts.cumsum(0) - counts)[distinct_row]
+    )
+    table = torch.zeros(
+        num_rows, int(counts.max()) if counts.numel() else 0, dtype=torch.long, device=row.device
+    )
+    table[distinct_row, column] = distinct % num_entries
+    return table, column[inverse].view(ancestors.shape)
+
+
+def _queries_per_row(prompt_width: int, depth: int) -> int:
+    """Prefixes of one context per row at ``depth``: up to 128, fewer for deep prefixes, so
+    that their ancestors (up to ``depth - 1`` each) add about one prompt's worth of keys."""
+    return max(1, min(_MAX_ROW_QUERIES, max(prompt_width, 64) // depth))
 
 
 def _teacher_forced_scores(
@@ -459,8 +542,8 @@ def _merge(
     )
 
 
-def _default_chunk_size(prompts: EncodedPrompts, cache: _PrefixCache, depth: int) -> int:
-    """Prefixes per forward: at most 512, within the logits and keys/values budgets."""
+def _default_chunk_size(prompts: EncodedPrompts, depth: int) -> int:
+    """Prefixes per forward: at most 8192, within the logits and keys/values budgets."""
     vocab_size = prompts.last_logits.shape[1]
     per_token = sum(keys.shape[1] * keys.shape[3] for keys in prompts.keys) * 2
     cached_tokens = prompts.attention_mask.shape[1] + depth
