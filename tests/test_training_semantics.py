@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback
+from peft import PeftModel
 
 from tests.conftest import save_random_checkpoint
 from tests.test_module import QUICKSTART, TINY_WORLD, final_weights, tiny_args
@@ -56,8 +57,8 @@ def lora_args(root: Path, standin: Path, *extra: str) -> list[str]:
 
 class ReferenceProbe(Callback):
     """Logits of one validation prompt: of the policy when the SFT epochs end, and of the
-    reference, the policy and the policy with its adapter disabled (the pre-SFT base model)
-    when the first RL step starts."""
+    reference, the policy and (LoRA) the policy with its adapter disabled (the pre-SFT base
+    model) when the first RL step starts."""
 
     def __init__(self) -> None:
         self.logits: dict[str, torch.Tensor] = {}
@@ -82,8 +83,9 @@ class ReferenceProbe(Callback):
             self.logits["reference"] = self._logits(trainer, reference)
         pl_module.policy.eval()
         self.logits["policy"] = self._logits(trainer, pl_module.policy)
-        with pl_module.policy.disable_adapter():
-            self.logits["base"] = self._logits(trainer, pl_module.policy)
+        if isinstance(pl_module.policy, PeftModel):
+            with pl_module.policy.disable_adapter():
+                self.logits["base"] = self._logits(trainer, pl_module.policy)
         pl_module.policy.train()
 
 

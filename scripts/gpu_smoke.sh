@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# GPU smoke test of the pretrained path (tests/test_gpu_smoke.py, `pytest -m gpu`): on a random
+# Qwen2 checkpoint saved locally, LoRA on bf16 weights, LoRA on 4-bit and 8-bit bitsandbytes
+# weights and full fine-tuning in bf16 each run SFT steps, RL steps with a KL term (beta > 0;
+# the reference is checked against the SFT policy), exact evaluation of the test split and
+# `wpauc export`, on CUDA. Prints each configuration's wall time. A few minutes on one GPU.
+#
+# Needs a CUDA GPU, a CUDA build of torch and bitsandbytes (pip install -e ".[quant,dev]";
+# scripts/setup.sh installs the CPU build of torch, which cannot run this).
+# Usage: bash scripts/gpu_smoke.sh [pytest options, e.g. -k lora-4bit]
+# PYTHON selects the interpreter (default: .venv/bin/python when present, else python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+"$PYTHON" - <<'CHECK'
+import importlib.util
+import sys
+
+import torch
+
+problems = []
+if not torch.cuda.is_available():
+    problems.append(f"torch {torch.__version__} sees no CUDA device (a CPU build, or no GPU)")
+if importlib.util.find_spec("bitsandbytes") is None:
+    problems.append("bitsandbytes is not installed (pip install -e '.[quant]')")
+if problems:
+    sys.exit("gpu_smoke: " + "; ".join(problems))
+print(f"gpu_smoke: torch {torch.__version__} on {torch.cuda.get_device_name()}")
+CHECK
+exec "$PYTHON" -m pytest -m gpu -s -q -p no:cacheprovider tests/test_gpu_smoke.py "$@"
