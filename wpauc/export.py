@@ -59,7 +59,12 @@ FORMAT_VERSION = 1
 
 
 def _class_spec(instance: object, setting: str) -> dict[str, Any]:
-    """``{"class_path", "init_args"}`` of a dataclass instance (a codec or a template)."""
+    """``{"class_path", "init_args"}`` of a dataclass instance.
+
+    Args:
+        instance: the data module's codec or prompt template.
+        setting: its config key, for the error when it is not a dataclass.
+    """
     if not dataclasses.is_dataclass(instance):
         raise ValueError(
             f"{setting}: {type(instance).__name__} is not a dataclass, so export cannot record "
@@ -78,7 +83,13 @@ def _class_spec(instance: object, setting: str) -> dict[str, Any]:
 
 def _instantiate(spec: dict[str, Any], base: type, where: str) -> Any:
     """The instance described by :func:`_class_spec`; only subclasses of ``base`` are built,
-    so an export file cannot make the loader call anything else."""
+    so an export file cannot make the loader call anything else.
+
+    Args:
+        spec: ``{"class_path", "init_args"}`` from the export file.
+        base: the class it must be a subclass of (``ItemCodec`` or ``PromptTemplate``).
+        where: the file and entry, for the error.
+    """
     module_name, _, class_name = spec["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, base)):
@@ -87,7 +98,14 @@ def _instantiate(spec: dict[str, Any], base: type, where: str) -> Any:
 
 
 def _plain_model(module, datamodule: RecDataModule) -> nn.Module:
-    """The module's policy as a plain Hugging Face causal LM, any LoRA adapter merged."""
+    """The module's policy as a plain Hugging Face causal LM, any LoRA adapter merged (into
+    the full-precision base model when the base weights are 4/8-bit).
+
+    Args:
+        module: the built `RecommenderModule` holding the checkpoint's weights.
+        datamodule: its data module (tokenizer and item codes, to rebuild a quantized policy
+            in full precision).
+    """
     policy = module.policy
     if not isinstance(policy, PeftModel):
         return policy

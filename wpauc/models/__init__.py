@@ -1,6 +1,7 @@
 """Policy and reference builders: a tiny Qwen2 model from a config (the default), a
 pretrained local checkpoint with optional LoRA and 4/8-bit loading, the frozen reference,
-and the vocabulary check that the policy covers every item code.
+the vocabulary check that the policy covers every item code, and the catalog record that
+checkpoints keep (`wpauc.models.provenance`).
 
 Builders are chosen by `class_path` in YAML and share one method (`PolicyBuilder`):
 `build(tokenizer, item_codes=None) -> model`.

@@ -46,6 +46,7 @@ def catalog_record(
 
 
 def _describe(record: dict[str, Any]) -> str:
+    """A record in one phrase: the fingerprint's start, the item count, the description."""
     return f"{record['fingerprint'][:12]} ({record['num_items']} items, {record['description']})"
 
 
