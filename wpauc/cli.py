@@ -172,7 +172,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
         # the epilog makes `wpauc --help` name the data-preparation commands that main() handles
         parser_kwargs={
             "parser_mode": "omegaconf+",
-            "epilog": describe_commands() + " 'wpauc export --help' exports a checkpoint.",
+            "epilog": describe_commands()
+            + " 'wpauc export' writes a checkpoint as a Hugging Face folder (see its --help).",
         },
         # the optimizer is model.optimizer: Lightning's --optimizer would be built over the
         # module's parameters before configure_model builds the policy (an empty list)
