@@ -1,6 +1,6 @@
 """Turn ``results.json`` of :mod:`experiments.run_experiments` into tables and plots.
 
-    python -m experiments.report experiments/results      # rewrite results.md and plots
+python -m experiments.report experiments/results      # rewrite results.md and plots
 """
 
 from __future__ import annotations
@@ -13,12 +13,21 @@ from pathlib import Path
 from wpauc.window import wpauc_key
 
 COLUMNS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "auc")
-NAMES = {"SFT": "SFT only", "grpo_auc": "GRPO/AUC (uniform)", "beam_pauc": "beam-PAUC", "tawin": "TAWin-WPAUC (K=10)"}
+NAMES = {
+    "SFT": "SFT only",
+    "grpo_auc": "GRPO/AUC (uniform)",
+    "beam_pauc": "beam-PAUC",
+    "tawin": "TAWin-WPAUC (K=10)",
+}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    std = (
+        math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        if len(values) > 1
+        else 0.0
+    )
     return mean, std
 
 
@@ -31,13 +40,18 @@ def dataset_table(name: str, entry: dict) -> str:
     wpauc = wpauc_key(*entry["top10_window"])
     header = [*COLUMNS, "WPAUC (ranks 9-18)"]
     lines = [
-        f"### {name} ({entry['num_items']} items; test split; mean ± std over seeds {entry['seeds']})",
+        f"### {name} ({entry['num_items']} items; test split; "
+        f"mean ± std over seeds {entry['seeds']})",
         "",
-        "| method | " + " | ".join(h if h.startswith("WPAUC") else h.upper() for h in header) + " |",
+        "| method | "
+        + " | ".join(h if h.startswith("WPAUC") else h.upper() for h in header)
+        + " |",
         "|---" * (len(header) + 1) + "|",
     ]
     for baseline, metrics in entry["baselines"].items():
-        lines.append(f"| {baseline} | " + " | ".join(f"{metrics[k]:.4f}" for k in (*COLUMNS, wpauc)) + " |")
+        lines.append(
+            f"| {baseline} | " + " | ".join(f"{metrics[k]:.4f}" for k in (*COLUMNS, wpauc)) + " |"
+        )
     for run_name, runs in entry["runs"].items():
         cells = [_cell([run[k] for run in runs]) for k in (*COLUMNS, wpauc)]
         lines.append(f"| {NAMES.get(run_name, run_name)} | " + " | ".join(cells) + " |")
@@ -54,14 +68,24 @@ def sweep_table(name: str, entry: dict) -> str:
         "| window aimed at rank r | " + " | ".join(k.upper() for k in hr_keys) + " |",
         "|---" * (len(hr_keys) + 1) + "|",
     ]
-    sft_runs = [run for seed, run in zip(entry["seeds"], entry["runs"]["SFT"]) if seed in entry["sweep_seeds"]]
-    lines.append("| none (the SFT start point) | " + " | ".join(_cell([r[k] for r in sft_runs]) for k in hr_keys) + " |")
+    sft_runs = [
+        run
+        for seed, run in zip(entry["seeds"], entry["runs"]["SFT"], strict=True)
+        if seed in entry["sweep_seeds"]
+    ]
+    lines.append(
+        "| none (the SFT start point) | "
+        + " | ".join(_cell([r[k] for r in sft_runs]) for k in hr_keys)
+        + " |"
+    )
     by_rank = {}
     for item in entry["sweep"].values():
         by_rank[item["target_rank"]] = item["runs"]
     for rank in sorted(by_rank):
         runs = by_rank[rank]
-        lines.append(f"| {rank} | " + " | ".join(_cell([run[k] for run in runs]) for k in hr_keys) + " |")
+        lines.append(
+            f"| {rank} | " + " | ".join(_cell([run[k] for run in runs]) for k in hr_keys) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -47,7 +47,9 @@ def _cli_args(config: Path, run_dir: Path, seed: int, extra: list[str]) -> list[
     ]
 
 
-def train_and_test(config: Path, run_dir: Path, seed: int, extra: list[str], fit_extra: list[str]) -> dict:
+def train_and_test(
+    config: Path, run_dir: Path, seed: int, extra: list[str], fit_extra: list[str]
+) -> dict:
     """Fit (model selection on valid), then test the best checkpoint on the full test split."""
     from wpauc.cli import run_cli
 
@@ -59,9 +61,18 @@ def train_and_test(config: Path, run_dir: Path, seed: int, extra: list[str], fit
     fit_seconds = time.perf_counter() - start
     best = run_dir / "checkpoints" / "best.ckpt"
     cli = run_cli(
-        ["test", *_cli_args(config, run_dir, seed, extra), "--data.max_eval_samples=null", f"--ckpt_path={best}"]
+        [
+            "test",
+            *_cli_args(config, run_dir, seed, extra),
+            "--data.max_eval_samples=null",
+            f"--ckpt_path={best}",
+        ]
     )
-    metrics = {k.removeprefix("test/"): float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics = {
+        k.removeprefix("test/"): float(v)
+        for k, v in cli.trainer.callback_metrics.items()
+        if k.startswith("test/")
+    }
     metrics["fit_seconds"] = fit_seconds
     result_file.write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -110,22 +121,42 @@ def summarise(runs: list[dict], keys) -> dict[str, tuple[float, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["synthetic", "office"], help="config folders under configs/")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["synthetic", "office"],
+        help="config folders under configs/",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--sweep-k", nargs="+", type=int, default=[3, 20], help="target K of the window sweep")
+    parser.add_argument(
+        "--sweep-k", nargs="+", type=int, default=[3, 20], help="target K of the window sweep"
+    )
     parser.add_argument("--sweep-seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--sweep-datasets", nargs="*", default=["synthetic"], help="datasets that get the sweep")
-    parser.add_argument("--sft-epochs", type=int, default=None, help="override the SFT configs' max_epochs")
-    parser.add_argument("--rl-epochs", type=int, default=None, help="override the RL configs' max_epochs")
-    parser.add_argument("--rl-batches", type=int, default=None, help="limit_train_batches of each RL epoch")
+    parser.add_argument(
+        "--sweep-datasets", nargs="*", default=["synthetic"], help="datasets that get the sweep"
+    )
+    parser.add_argument(
+        "--sft-epochs", type=int, default=None, help="override the SFT configs' max_epochs"
+    )
+    parser.add_argument(
+        "--rl-epochs", type=int, default=None, help="override the RL configs' max_epochs"
+    )
+    parser.add_argument(
+        "--rl-batches", type=int, default=None, help="limit_train_batches of each RL epoch"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.chdir(REPO)  # configs name the data relative to the repository
 
-    report = {"command": "python -m experiments.run_experiments " + " ".join(sys.argv[1:]), "datasets": {}}
+    report = {
+        "command": "python -m experiments.run_experiments " + " ".join(sys.argv[1:]),
+        "datasets": {},
+    }
     for dataset in args.datasets:
         configs = REPO / "configs" / dataset
         root = args.out / dataset
@@ -141,11 +172,15 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"SFT": [], **{name: [] for name in OBJECTIVES}}
         for seed in args.seeds:
             sft_dir = root / f"seed{seed}" / "sft"
-            runs["SFT"].append(train_and_test(configs / "sft.yaml", sft_dir, seed, [eval_windows], sft_extra))
+            runs["SFT"].append(
+                train_and_test(configs / "sft.yaml", sft_dir, seed, [eval_windows], sft_extra)
+            )
             init = [eval_windows, f"--model.init_from={sft_dir}/checkpoints/best.ckpt"]
             for name in OBJECTIVES:
                 run_dir = root / f"seed{seed}" / name
-                runs[name].append(train_and_test(configs / f"{name}.yaml", run_dir, seed, init, rl_extra))
+                runs[name].append(
+                    train_and_test(configs / f"{name}.yaml", run_dir, seed, init, rl_extra)
+                )
                 print(f"[{dataset} seed {seed}] {name}: {runs[name][-1]}", flush=True)
 
         sweep = {}
@@ -163,7 +198,9 @@ def main() -> None:
                         f"--model.objective.init_args.target_k={aim}",
                         f"--model.objective.init_args.window_width={aim}",
                     ]
-                    results.append(train_and_test(configs / "tawin.yaml", run_dir, seed, extra, rl_extra))
+                    results.append(
+                        train_and_test(configs / "tawin.yaml", run_dir, seed, extra, rl_extra)
+                    )
                 sweep[label] = {"target_rank": aim, "runs": results}
 
         report["datasets"][dataset] = {

@@ -1,6 +1,6 @@
 """Tables and learning-curve plots of `experiments.study`'s finished runs.
 
-    python -m experiments.study --report     # or: python -m experiments.study_report [out]
+python -m experiments.study --report     # or: python -m experiments.study_report [out]
 """
 
 from __future__ import annotations
@@ -163,4 +163,6 @@ def write_study_report(out: Path) -> Path:
 
 
 if __name__ == "__main__":
-    write_study_report(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/results/study"))
+    write_study_report(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/results/study")
+    )

@@ -23,7 +23,9 @@ NO_EPS = PolicyLoss()
 
 def approx(value, expected):
     # GRPO's std gets eps = 1e-4 added: relative error of order 1e-4
-    torch.testing.assert_close(value, torch.as_tensor(expected, dtype=value.dtype), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(
+        value, torch.as_tensor(expected, dtype=value.dtype), rtol=1e-3, atol=1e-4
+    )
 
 
 def test_window_at_rank_one_pushes_the_top_item_down_unless_p_exceeds_one_half():
@@ -57,7 +59,9 @@ def test_expected_update_is_the_loss_gradient_for_a_certain_positive():
     group = objective.group(ScoreTable(scores.detach()[None]), target)
     advantages = NO_EPS.advantages(group)
     logp = scores[group.items].unsqueeze(-1)  # one-token codes
-    loss, _ = PolicyLoss(beta=0.0)(logp, None, None, group, advantages, group.member_mask[..., None])
+    loss, _ = PolicyLoss(beta=0.0)(
+        logp, None, None, group, advantages, group.member_mask[..., None]
+    )
     (gradient,) = torch.autograd.grad(loss, scores)
     one_hot = torch.zeros(6)
     one_hot[3] = 1.0

@@ -4,9 +4,8 @@ resume, and clear errors for non-finite losses and bad objective settings."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +55,9 @@ def tiny_args(tmp_path: Path, *extra: str, subcommand: str = "fit") -> list[str]
 def read_events(root: Path) -> EventAccumulator:
     """Everything the run's TensorBoard logger wrote (all event files of its version folder)."""
     (run_dir,) = {path.parent for path in root.rglob("events.out.tfevents.*")}
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    accumulator = EventAccumulator(
+        str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0}
+    )
     accumulator.Reload()
     return accumulator
 
@@ -108,12 +109,24 @@ def test_rl_logs_no_scalar_that_is_constant_by_construction(tmp_path):
     # One update per rollout and beta = 0: the ratio is 1 (no clipping, pg_loss 0 in value)
     # and there is no KL, so none of them may be logged.
     run_cli(
-        tiny_args(tmp_path, "--trainer.max_epochs=1", "--model.sft_epochs=0", "--test_after_fit=false",
-                  "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1")
+        tiny_args(
+            tmp_path,
+            "--trainer.max_epochs=1",
+            "--model.sft_epochs=0",
+            "--test_after_fit=false",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+        )
     )
     scalars = set(read_events(tmp_path).Tags()["scalars"])
     assert "train/surrogate" in scalars and "train/grad_norm" in scalars
-    for constant in ("train/rl_loss", "train/pg_loss", "train/kl", "train/clip_ratio", "train/ratio_mean"):
+    for constant in (
+        "train/rl_loss",
+        "train/pg_loss",
+        "train/kl",
+        "train/clip_ratio",
+        "train/ratio_mean",
+    ):
         assert constant not in scalars, constant
 
 
@@ -132,7 +145,14 @@ def brute_force_scores(policy, batch, item_codes) -> torch.Tensor:
 
 
 def test_validation_auc_and_hit_rate_match_sklearn_on_brute_force_scores(tmp_path):
-    cli = run_cli(tiny_args(tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--test_after_fit=false"))
+    cli = run_cli(
+        tiny_args(
+            tmp_path,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--test_after_fit=false",
+        )
+    )
     module, datamodule = cli.model, cli.datamodule
     results = cli.trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     policy = module.policy.eval()
@@ -170,7 +190,8 @@ def final_weights(cli) -> dict[str, torch.Tensor]:
 def test_rl_resumes_mid_epoch_exactly_like_the_uninterrupted_run(tmp_path):
     rl = [
         "--model.sft_epochs=0",
-        "--model.objective=wpauc.objectives.GRPOAUC",  # random negatives: the generator must resume too
+        # random negatives: the generator must resume too
+        "--model.objective=wpauc.objectives.GRPOAUC",
         "--model.objective.init_args.num_negatives=4",
         "--model.loss.beta=0.04",
         "--model.loss.num_iterations=2",
@@ -238,10 +259,15 @@ def test_settings_that_do_not_fit_the_catalog_fail_before_training(tmp_path, ove
 
 @pytest.mark.parametrize(
     ("override", "problem"),
-    [("--model.eval_top_k=[0, 5]", "k must be"), ("--model.eval_windows=[[0.5, 0.6]]", r"alpha \+ d")],
+    [
+        ("--model.eval_top_k=[0, 5]", "k must be"),
+        ("--model.eval_windows=[[0.5, 0.6]]", r"alpha \+ d"),
+    ],
 )
 def test_bad_evaluation_metrics_name_the_key_before_training(tmp_path, override, problem):
-    with pytest.raises(ValueError, match=rf"model.eval_top_k / model.eval_windows: {problem}") as error:
+    with pytest.raises(
+        ValueError, match=rf"model.eval_top_k / model.eval_windows: {problem}"
+    ) as error:
         run_cli(tiny_args(tmp_path, override, "--trainer.max_epochs=1"))
     assert error.traceback[-1].name != "training_step"
 
@@ -270,8 +296,16 @@ def test_predict_writes_top_items_per_test_sample(tmp_path):
 
 def test_model_and_data_seeds_can_differ(tmp_path):
     """Lightning merges the module's and data module's hparams: no key may clash."""
-    run_cli(tiny_args(tmp_path, "--model.rollout_seed=1", "--data.seed=2", "--trainer.max_epochs=1",
-                      "--trainer.limit_train_batches=1", "--test_after_fit=false"))
+    run_cli(
+        tiny_args(
+            tmp_path,
+            "--model.rollout_seed=1",
+            "--data.seed=2",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--test_after_fit=false",
+        )
+    )
 
 
 class _Payload:

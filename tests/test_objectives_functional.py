@@ -2,7 +2,6 @@
 brute-force loops and a plain reimplementation of TRL's `grpo` loss semantics."""
 
 import math
-from fractions import Fraction
 
 import pytest
 import torch

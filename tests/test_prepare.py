@@ -96,7 +96,7 @@ def write_raw_files(directory: Path, seed: int = 0) -> RawFiles:
         json.dumps({"reviewerID": "U900", "asin": _asin(0), "unixReviewTime": "yesterday"}),
     ]
     positions = sorted(rng.sample(range(len(lines)), len(bad)))
-    for offset, (position, line) in enumerate(zip(positions, bad)):
+    for offset, (position, line) in enumerate(zip(positions, bad, strict=True)):
         lines.insert(position + offset, line)
     lines.insert(10, "")  # blank lines are skipped, not counted
     bad_lines = [index + 1 for index, line in enumerate(lines) if line in bad]
@@ -228,7 +228,7 @@ def test_output_matches_brute_force_oracle(prepared):
     expected = oracle_samples(raw)
     assert len(rows) == len(expected) > 100
     user_map = {}
-    for row, (user, history, target, _) in zip(rows, expected):
+    for row, (user, history, target, _) in zip(rows, expected, strict=True):
         assert tuple(asin_of_id[i] for i in row["history_item_id"]) == history
         assert asin_of_id[row["item_id"]] == target
         assert row["history_item_title"] == [items[str(i)]["title"] for i in row["history_item_id"]]
@@ -353,7 +353,7 @@ def test_header_and_quoting_match_the_real_layout(prepared, amazon18_dir):
     assert "\r" not in ours and ours.endswith("\n")
     real_row = next(csv.reader(real.splitlines()[1:2]))
     our_row = next(csv.reader(ours.splitlines()[1:2]))
-    for real_value, our_value in zip(real_row, our_row):
+    for real_value, our_value in zip(real_row, our_row, strict=True):
         assert type(
             ast.literal_eval(real_value) if real_value.startswith("[") else real_value
         ) is type(ast.literal_eval(our_value) if our_value.startswith("[") else our_value)

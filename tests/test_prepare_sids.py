@@ -200,7 +200,7 @@ def test_one_command_and_two_stage_give_the_same_layout(tiny_encoder, tmp_path):
     for tokens in index.values():
         assert [
             re.fullmatch(rf"<{letter}_[0-3]>", token) is not None
-            for letter, token in zip("abc", tokens)
+            for letter, token in zip("abc", tokens, strict=True)
         ] == [True] * 3
     for split in ("train", "valid", "test"):
         for row in read_split(one / split / f"{STEM}.csv"):

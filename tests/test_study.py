@@ -24,8 +24,15 @@ def test_plans_hold_distinct_runs_and_the_sweep_reuses_the_main_k10_runs():
 def fake_result(name, objective, seed, hr1):
     test = {"hr@1": hr1, "hr@3": 0.1, "hr@10": 0.3, "hr@20": 0.5, "ndcg@10": 0.2, "auc": 0.9}
     curves = {"val/hr@1": [[100, hr1]], "val/ndcg@10": [[100, 0.2]]}
-    return {"dataset": "toy", "name": name, "objective": objective, "lr": 1e-4, "seed": seed,
-            "test": test, "curves": curves}
+    return {
+        "dataset": "toy",
+        "name": name,
+        "objective": objective,
+        "lr": 1e-4,
+        "seed": seed,
+        "test": test,
+        "curves": curves,
+    }
 
 
 def test_report_tables_aggregate_seeds(tmp_path):

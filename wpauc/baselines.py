@@ -27,7 +27,9 @@ def item_popularity(train: Sequence[Sample], num_items: int) -> torch.Tensor:
     return counts
 
 
-def popularity_scores(train: Sequence[Sample], samples: Sequence[Sample], num_items: int) -> torch.Tensor:
+def popularity_scores(
+    train: Sequence[Sample], samples: Sequence[Sample], num_items: int
+) -> torch.Tensor:
     """[S, N] the same popularity ranking for every sample."""
     return item_popularity(train, num_items).expand(len(samples), num_items).clone()
 
@@ -40,7 +42,9 @@ def transition_counts(train: Sequence[Sample], num_items: int) -> torch.Tensor:
         sequence = (*sample.history, sample.target)
         previous.extend(sequence[:-1])
         following.extend(sequence[1:])
-    flat = torch.tensor(previous, dtype=torch.long) * num_items + torch.tensor(following, dtype=torch.long)
+    flat = torch.tensor(previous, dtype=torch.long) * num_items + torch.tensor(
+        following, dtype=torch.long
+    )
     counts.view(-1).index_add_(0, flat, torch.ones(len(flat)))
     return counts
 

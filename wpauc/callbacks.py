@@ -98,9 +98,7 @@ class RankingPlots(Callback):
         if group is None or "positive_rank" not in group.stats:
             return
         if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
-            self._histogram(
-                trainer, "train/positive_rank_in_rollout", group.stats["positive_rank"]
-            )
+            self._histogram(trainer, "train/positive_rank_in_rollout", group.stats["positive_rank"])
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:

@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
+from wpauc.analysis import DIAGNOSTICS, distribution_diagnostics
 from wpauc.decoding import (
     ItemTrie,
     PolicyScorer,
@@ -27,7 +28,6 @@ from wpauc.decoding import (
     exact_positive_ranks,
     score_items,
 )
-from wpauc.analysis import DIAGNOSTICS, distribution_diagnostics
 from wpauc.metrics import RankingMetrics, positive_ranks
 from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
 from wpauc.models.provenance import CATALOG_KEY, catalog_record, check_catalog
@@ -104,7 +104,9 @@ class RecommenderModule(L.LightningModule):
     ):
         super().__init__()
         if eval_protocol not in ("exact", "beam"):
-            raise ValueError(f"model.eval_protocol must be 'exact' or 'beam', got {eval_protocol!r}")
+            raise ValueError(
+                f"model.eval_protocol must be 'exact' or 'beam', got {eval_protocol!r}"
+            )
         if sft_epochs < 0:
             raise ValueError(f"model.sft_epochs must be >= 0, got {sft_epochs}")
         if rl_learning_rate is not None and rl_learning_rate <= 0:
@@ -117,8 +119,9 @@ class RecommenderModule(L.LightningModule):
             )
         if eval_protocol == "beam" and max(eval_top_k) > eval_num_beams:
             raise ValueError(
-                f"model.eval_top_k holds K={max(eval_top_k)} > model.eval_num_beams={eval_num_beams}:"
-                " the beam protocol cannot rank past its beams"
+                f"model.eval_top_k holds K={max(eval_top_k)} > "
+                f"model.eval_num_beams={eval_num_beams}: the beam protocol cannot rank past "
+                "its beams"
             )
         self.save_hyperparameters(ignore=["policy", "objective", "loss", "optimizer", "scheduler"])
         self.policy_builder = policy if policy is not None else TinyQwen2Policy()
@@ -136,9 +139,7 @@ class RecommenderModule(L.LightningModule):
         """Positive ranks (``ge``) of the current validation/test epoch, for the callbacks."""
         self.last_group: Group | None = None
         """The last RL step's groups, for the callbacks."""
-        self.val_diagnostics = torch.nn.ModuleDict(
-            {name: MeanMetric() for name in DIAGNOSTICS}
-        )
+        self.val_diagnostics = torch.nn.ModuleDict({name: MeanMetric() for name in DIAGNOSTICS})
         self.diagnosed_samples = 0
         self.oracle_probs: torch.Tensor | None = None
         """``[S, N]`` true next-item distribution of every validation sample, when known."""
@@ -319,9 +320,10 @@ class RecommenderModule(L.LightningModule):
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
         for name, value in terms.items():
             if not torch.isfinite(value).all():
+                first_values = value.detach().float().flatten()[:4].tolist()
                 raise FloatingPointError(
-                    f"non-finite {name} ({value.detach().float().flatten()[:4].tolist()}) at global step"
-                    f" {self.global_step} (epoch {self.current_epoch}); stopping before the update"
+                    f"non-finite {name} ({first_values}) at global step {self.global_step} "
+                    f"(epoch {self.current_epoch}); stopping before the update"
                 )
 
     # ------------------------------------------------------------------ training
@@ -334,7 +336,9 @@ class RecommenderModule(L.LightningModule):
     def _sft_step(self, batch: dict[str, torch.Tensor]) -> None:
         code = batch["target_code"][:, None, :]
         code_mask = batch["target_code_mask"][:, None, :]
-        logp = completion_logprobs(self.policy, batch["input_ids"], batch["attention_mask"], code, code_mask)
+        logp = completion_logprobs(
+            self.policy, batch["input_ids"], batch["attention_mask"], code, code_mask
+        )
         loss = -(logp * code_mask).sum() / code_mask.sum()
         self._check_finite({"sft/loss": loss})
         self._update(loss)
@@ -409,9 +413,7 @@ class RecommenderModule(L.LightningModule):
             renormalize=self.hparams.renormalize,
         )
 
-    def _positive_counts(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _positive_counts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(gt, ge)`` ``[B]``: the negatives scored above / at least as high as each context's
         positive under the configured protocol. Exact over the whole catalog by
         threshold-pruned trie expansion (only the prefixes that out-score the positive run);
@@ -485,7 +487,9 @@ class RecommenderModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._end_evaluation(self.test_metrics)
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predict_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
         """Top ``eval_num_beams`` recommendations per context by constrained beam search."""
         items, scores = self._top_beams(batch)
         return {"sample_index": batch["sample_index"], "items": items, "scores": scores}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
 DIAGNOSTICS = ("entropy", "top1_prob", "kl_to_oracle", "oracle_rank_corr")
 """The names `distribution_diagnostics` can return."""
 

@@ -144,8 +144,8 @@ class RecDataModule(LightningDataModule):
     def __init__(
         self,
         source: RecSource,
-        codec: ItemCodec = SIDCodec(),
-        template: PromptTemplate = CodeOnlyTemplate(),
+        codec: ItemCodec = SIDCodec(),  # noqa: B008 - stateless settings objects, never mutated
+        template: PromptTemplate = CodeOnlyTemplate(),  # noqa: B008
         tokenizer_path: str | None = None,
         batch_size: int = 64,
         eval_batch_size: int = 128,
@@ -291,7 +291,10 @@ class RecDataModule(LightningDataModule):
         if self.trainer is None:
             return 0, 0
         fit_loop = self.trainer.fit_loop
-        return fit_loop.epoch_progress.current.completed, fit_loop.epoch_loop.batch_progress.current.processed
+        return (
+            fit_loop.epoch_progress.current.completed,
+            fit_loop.epoch_loop.batch_progress.current.processed,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Seeded shuffled global batches, identical under DDP and resumable mid-epoch."""

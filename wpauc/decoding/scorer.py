@@ -79,7 +79,11 @@ class PolicyScorer:
     @torch.no_grad()
     def scores(self) -> Tensor:
         return score_items(
-            self.policy, self.input_ids, self.attention_mask, self.trie, renormalize=self.renormalize
+            self.policy,
+            self.input_ids,
+            self.attention_mask,
+            self.trie,
+            renormalize=self.renormalize,
         )
 
     @torch.no_grad()

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from wpauc.window import validate_window
 
+
 @dataclass(frozen=True)
 class PositiveRanks:
     """Where each user's positive sits among its negatives: all any metric here needs."""

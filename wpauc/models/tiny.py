@@ -84,8 +84,8 @@ class TinyQwen2Policy:
         tokenizer: PreTrainedTokenizerBase,
         item_codes: Sequence[Sequence[int]] | None = None,
     ) -> nn.Module:
-        """A new randomly initialised float32 `Qwen2ForCausalLM` for `tokenizer`; when `item_codes` (token ids
-        per item) are given, checks that the vocabulary covers them."""
+        """A new randomly initialised float32 `Qwen2ForCausalLM` for `tokenizer`; when
+        `item_codes` (token ids per item) are given, checks that the vocabulary covers them."""
         config = self.config(tokenizer)
         # fork_rng keeps a seeded build from disturbing the caller's RNG stream
         with torch.random.fork_rng(devices=[], enabled=self.seed is not None):

@@ -138,7 +138,7 @@ class Objective(ABC):
         with torch.no_grad():
             return self._build_group(scorer, target, generator)
 
-    def check_catalog(self, num_items: int) -> None:
+    def check_catalog(self, num_items: int) -> None:  # noqa: B027 - an optional hook
         """Raise ValueError naming the key when the settings cannot work on a catalog of
         `num_items` items. Runs at every rollout and, through the LightningModule, as soon as
         the catalog is loaded, so a bad setting fails before any training."""

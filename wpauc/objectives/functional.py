@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+
 def grpo_advantages(
     rewards: Tensor,
     eps: float = 1e-4,
@@ -264,7 +265,9 @@ def logistic_pair_weights(
         negative_scores: `[B, m]` the negatives' scores.
         temperature: tau, in score (summed log-prob) units.
     """
-    return torch.sigmoid((negative_scores.float() - positive_score.float().unsqueeze(-1)) / temperature)
+    return torch.sigmoid(
+        (negative_scores.float() - positive_score.float().unsqueeze(-1)) / temperature
+    )
 
 
 def rank_gate(positive_rank: Tensor, lo: int, hi: int) -> Tensor:

@@ -160,7 +160,9 @@ class TAWinWPAUC(Objective):
         else:
             members = ranked.items
             negative_weights = soft_window_weights(ranked.scores, lo, hi, self.soft_temperature)
-            member_weights = torch.cat([torch.ones_like(negative_weights[:, :1]), negative_weights], -1)
+            member_weights = torch.cat(
+                [torch.ones_like(negative_weights[:, :1]), negative_weights], -1
+            )
             stats["window_weight_sum"] = negative_weights.sum(-1).mean()
         if self.saturate:
             # Strictly above the window's top negative: a tie does not saturate.
