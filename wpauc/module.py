@@ -1,15 +1,15 @@
 """The LightningModule: supervised fine-tuning, then RL with a swappable objective.
 
 The module orchestrates; the maths lives elsewhere: item scores and log-probs in
-:mod:`wpauc.decoding`, losses and rollouts in :mod:`wpauc.objectives`, ranking metrics in
-:mod:`wpauc.metrics`. One run can do both stages: the first ``sft_epochs`` epochs are
-supervised (next-item NLL of the target code), the rest optimise ``objective``; with no
-objective every epoch is SFT. An RL-only run starts from an SFT checkpoint (``init_from``).
+:mod:`wpauc.decoding`, losses and rollouts in :mod:`wpauc.objectives`, the evaluation
+protocols in :mod:`wpauc.evaluation`, ranking metrics in :mod:`wpauc.metrics`. One run can
+do both stages: the first ``sft_epochs`` epochs are supervised (next-item NLL of the target
+code), the rest optimise ``objective``; with no objective every epoch is SFT. An RL-only run
+starts from an SFT checkpoint (``init_from``).
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,17 +25,18 @@ from wpauc.decoding import (
     PolicyScorer,
     completion_logprobs,
     constrained_beam_search,
-    exact_positive_ranks,
     score_items,
 )
-from wpauc.metrics import RankingMetrics, positive_ranks
+from wpauc.evaluation import PROTOCOLS, positive_counts
+from wpauc.metrics import RankingMetrics
 from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
-from wpauc.models.provenance import CATALOG_KEY, catalog_record, check_catalog
+from wpauc.models.provenance import (
+    CATALOG_KEY,
+    catalog_record,
+    check_catalog,
+    load_policy_weights,
+)
 from wpauc.objectives import Group, Objective, PolicyLoss, group_statistics
-
-#: Score given to items outside the returned beams under the beam protocol: finite (metrics
-#: reject non-finite scores) and below every log-probability a model can produce.
-_OUTSIDE_BEAM_SCORE = -1.0e9
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -103,7 +104,7 @@ class RecommenderModule(L.LightningModule):
         rollout_seed: int = 0,
     ):
         super().__init__()
-        if eval_protocol not in ("exact", "beam"):
+        if eval_protocol not in PROTOCOLS:
             raise ValueError(
                 f"model.eval_protocol must be 'exact' or 'beam', got {eval_protocol!r}"
             )
@@ -197,51 +198,9 @@ class RecommenderModule(L.LightningModule):
         self.build(self.trainer.datamodule)
 
     def load_policy_weights(self, path: str, key: str = "model.init_from") -> None:
-        """Load the policy weights of the checkpoint at ``path`` into the built policy.
-
-        Refused with a ValueError naming ``key``: a checkpoint with pickled objects (only
-        tensors are loaded, so a checkpoint cannot run code), one that records another
-        catalog than this run's data, and one whose policy has another architecture (the
-        first differing tensors and their shapes).
-
-        Args:
-            path: a wpauc (Lightning) checkpoint.
-            key: the setting that named ``path``, for error messages.
-        """
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{key}: no checkpoint at {path}") from error
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"{key}: {path} holds pickled objects besides tensors; wpauc loads "
-                "checkpoints with weights only, so that a checkpoint cannot run code"
-            ) from error
-        prefix = "policy."
-        state = {
-            name[len(prefix) :]: value
-            for name, value in checkpoint["state_dict"].items()
-            if name.startswith(prefix)
-        }
-        if not state:
-            raise ValueError(f"{key}: {path} holds no policy weights (no 'policy.*' keys)")
-        # first: another catalog usually means another vocabulary, hence other shapes too
-        check_catalog(checkpoint.get(CATALOG_KEY), self.catalog_record, f"{key}: {path}")
-        expected = self.policy.state_dict()
-        missing = [name for name in expected if name not in state]
-        unexpected = [name for name in state if name not in expected]
-        reshaped = [
-            f"{name} {tuple(state[name].shape)} in the checkpoint, {tuple(value.shape)} here"
-            for name, value in expected.items()
-            if name in state and state[name].shape != value.shape
-        ]
-        if missing or unexpected or reshaped:
-            raise ValueError(
-                f"{key}: {path} does not match the configured policy (model.policy: give it the"
-                f" settings of the run that saved it): missing {missing[:5]}, unexpected"
-                f" {unexpected[:5]}, other shapes {reshaped[:3]}"
-            )
-        self.policy.load_state_dict(state)
+        """Load the policy weights of the checkpoint at ``path`` (see
+        `wpauc.models.load_policy_weights`); errors name ``key``."""
+        load_policy_weights(self.policy, path, self.catalog_record, key)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add the catalog record and the reference's weights."""
@@ -413,28 +372,15 @@ class RecommenderModule(L.LightningModule):
             renormalize=self.hparams.renormalize,
         )
 
-    def _positive_counts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(gt, ge)`` ``[B]``: the negatives scored above / at least as high as each context's
-        positive under the configured protocol. Exact over the whole catalog by
-        threshold-pruned trie expansion (only the prefixes that out-score the positive run);
-        under the beam protocol every item outside the top beams ranks below them all."""
-        if self.hparams.eval_protocol == "exact":
-            counts = exact_positive_ranks(
-                self.policy,
-                batch["input_ids"],
-                batch["attention_mask"],
-                self.trie,
-                batch["target"],
-                renormalize=self.hparams.renormalize,
-            )
-            return counts.gt, counts.ge
-        items, scores = self._top_beams(batch)
-        full = scores.new_full((items.shape[0], self.trie.num_items), _OUTSIDE_BEAM_SCORE)
-        ranks = positive_ranks(full.scatter_(1, items, scores).float(), batch["target"])
-        return ranks.gt, ranks.ge
-
     def _evaluation_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
-        gt, ge = self._positive_counts(batch)
+        gt, ge = positive_counts(
+            self.policy,
+            batch,
+            self.trie,
+            self.hparams.eval_protocol,
+            self.hparams.eval_num_beams,
+            self.hparams.renormalize,
+        )
         metrics.update_ranks(gt, ge, self.trie.num_items - 1)
         # ge = negatives scoring at least the positive: its 0-based rank, ties against it.
         self.evaluation_ranks.append(ge.cpu())

@@ -1,5 +1,6 @@
-"""Which catalog a policy was trained on: a record kept in checkpoints and exports, and the
-check that refuses to use a policy with another catalog.
+"""Which catalog a policy was trained on: a record kept in checkpoints and exports, the
+check that refuses to use a policy with another catalog, and the weights-only loading of a
+checkpoint's policy that applies it.
 
 A policy's code-token rows only mean something for the item codes they were trained with:
 the same weights with another catalog (other items, other codes, or a tokenizer that gives
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 #: The checkpoint entry that holds the record.
@@ -73,3 +76,55 @@ def check_catalog(recorded: dict[str, Any] | None, current: dict[str, Any], what
             f"run's data gives {_describe(current)}. Use the data settings it was trained with "
             "(data.source, data.codec, data.tokenizer_path)"
         )
+
+
+def load_policy_weights(
+    policy: torch.nn.Module, path: str, catalog: dict[str, Any] | None, key: str
+) -> None:
+    """Load the policy weights (`policy.*`) of the wpauc checkpoint at `path` into `policy`.
+
+    Refused with a ValueError naming `key`: a checkpoint with pickled objects (only tensors
+    are loaded, so a checkpoint cannot run code), one that records another catalog than
+    `catalog`, and one whose policy has another architecture (the first differing tensors
+    and their shapes).
+
+    Args:
+        policy: the built policy.
+        path: a wpauc (Lightning) checkpoint.
+        catalog: this run's `catalog_record`.
+        key: the setting that named `path`, for error messages.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{key}: no checkpoint at {path}") from error
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{key}: {path} holds pickled objects besides tensors; wpauc loads "
+            "checkpoints with weights only, so that a checkpoint cannot run code"
+        ) from error
+    prefix = "policy."
+    state = {
+        name[len(prefix) :]: value
+        for name, value in checkpoint["state_dict"].items()
+        if name.startswith(prefix)
+    }
+    if not state:
+        raise ValueError(f"{key}: {path} holds no policy weights (no 'policy.*' keys)")
+    # first: another catalog usually means another vocabulary, hence other shapes too
+    check_catalog(checkpoint.get(CATALOG_KEY), catalog, f"{key}: {path}")
+    expected = policy.state_dict()
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    reshaped = [
+        f"{name} {tuple(state[name].shape)} in the checkpoint, {tuple(value.shape)} here"
+        for name, value in expected.items()
+        if name in state and state[name].shape != value.shape
+    ]
+    if missing or unexpected or reshaped:
+        raise ValueError(
+            f"{key}: {path} does not match the configured policy (model.policy: give it the"
+            f" settings of the run that saved it): missing {missing[:5]}, unexpected"
+            f" {unexpected[:5]}, other shapes {reshaped[:3]}"
+        )
+    policy.load_state_dict(state)
