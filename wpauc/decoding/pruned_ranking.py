@@ -94,9 +94,10 @@ def exact_positive_ranks(
     2. depth by depth, each kept prefix runs as one token on its prompt's cache, attending to
        the prompt, to its ancestors' keys/values (kept from earlier depths) and to itself,
        and its logits score all its children; a child is kept when its partial score is at
-       least the threshold (the prefixes of the positive are always kept); chunks of
-       ``chunk_size`` prefixes, from any contexts, make one forward, so memory stays bounded
-       whatever the number of kept prefixes;
+       least the threshold (the prefixes of the positive are always kept). The prefixes of one
+       context share rows (and the prompt) of a forward, tree attention keeping them apart;
+       a forward takes at most ``chunk_size`` prefixes, from any contexts, so memory stays
+       bounded whatever the number of kept prefixes;
     3. the finished items that were kept are compared with the positive's score as step 2
        computed it.
 
@@ -160,13 +161,12 @@ def exact_positive_ranks(
             counts = _merge(
                 counts, redo, walk.run(_subset(model, prompts, redo), target[redo], threshold[redo])
             )
-        else:
-            if (counts.positive_scores < threshold).any():
-                raise RuntimeError(
-                    f"exact_positive_ranks: the positive's score moved below its threshold in "
-                    f"{_MAX_ATTEMPTS} passes; the model's outputs are not reproducible enough "
-                    "(non-deterministic kernels?) to rank exactly"
-                )
+    if (counts.positive_scores < threshold).any():
+        raise RuntimeError(
+            f"exact_positive_ranks: the positive's score moved below its threshold in "
+            f"{_MAX_ATTEMPTS} passes; the model's outputs are not reproducible enough "
+            "(non-deterministic kernels?) to rank exactly"
+        )
     bad = (~counts.positive_scores.isfinite()).nonzero().flatten()
     if bad.numel():
         row = int(bad[0])
@@ -219,9 +219,7 @@ class _PrunedWalk:
                 wanted = torch.bincount(context[expand], minlength=batch_size)
                 censored |= expansions + wanted > self.max_expansions
                 dropped = expand & censored[context] & ~on_path
-                unresolved += torch.zeros_like(unresolved).index_add(
-                    0, context[dropped], self.items_below[node[dropped]]
-                )
+                unresolved.index_add_(0, context[dropped], self.items_below[node[dropped]])
                 expand &= ~dropped
             context, node, scores = context[expand], node[expand], scores[expand]
             ancestors = ancestors[expand]
