@@ -31,7 +31,10 @@ TAWIN = "wpauc.objectives.TAWinWPAUC"
 VARIANTS: dict[str, dict | None] = {
     "sft_more": None,  # the control: the same steps of SFT instead of RL
     "grpo_auc": {"class_path": "wpauc.objectives.GRPOAUC", "init_args": {"num_negatives": 16}},
-    "beam_pauc": {"class_path": "wpauc.objectives.BeamPAUC", "init_args": {"num_negatives": 16}},
+    "beam_pauc": {
+        "class_path": "wpauc.objectives.BeamPAUC",
+        "init_args": {"num_negatives": 16, "positive_only_if_generated": False},
+    },
     "beam_pauc_gated": {
         "class_path": "wpauc.objectives.BeamPAUC",
         "init_args": {"num_negatives": 16, "positive_only_if_generated": True},
@@ -40,7 +43,10 @@ VARIANTS: dict[str, dict | None] = {
         "class_path": "wpauc.objectives.RankAwareReward",
         "init_args": {"num_beams": 16, "positive_only_if_generated": True},
     },
-    "tawin": {"class_path": TAWIN, "init_args": {"target_k": 10, "window_width": 10}},
+    "tawin": {
+        "class_path": TAWIN,
+        "init_args": {"target_k": 10, "window_width": 10, "gate": "none"},
+    },
     "tawin_gated": {
         "class_path": TAWIN,
         "init_args": {"target_k": 10, "window_width": 10, "gate": "beam"},
@@ -50,9 +56,11 @@ VARIANTS: dict[str, dict | None] = {
         "init_args": {"target_k": 10, "window_width": 10, "pairwise": "logistic"},
     },
 }
-"""The objectives of the main comparison, by run name."""
+"""The objectives of the main comparison, by run name. Every setting that a shipped config
+piece may set is given explicitly: jsonargparse merges the init_args of an override with
+the config's when the class is the same."""
 
-SWEEP_FORMS = {"tawin": {}, "tawin_gated": {"gate": "beam"}}
+SWEEP_FORMS = {"tawin": {"gate": "none"}, "tawin_gated": {"gate": "beam"}}
 """The window sweep: TAWin aimed at each K (width K), original and gated."""
 
 
