@@ -8,7 +8,7 @@ tested once on the full test split. Runs are independent pieces: a finished run 
 
     python -m experiments.study --dataset synthetic --plan sweep --seeds 0 1 2
     python -m experiments.study --dataset synthetic --plan main --lrs 1e-4 1e-3
-    python -m experiments.study --report          # tables and plots of what has finished
+    python -m experiments.study --report          # tables, plots, and README.md's tables
 
 Writes `<out>/<dataset>/<run>/result.json` per run and, with `--report`,
 `<out>/study.md` and `<out>/*.png` (`experiments.study_report`).
@@ -217,7 +217,7 @@ def main() -> None:
     if args.report:
         from experiments.study_report import write_study_report
 
-        write_study_report(args.out)
+        write_study_report(args.out, REPO / "README.md")
         return
     if args.sft_checkpoint is None or not args.sft_checkpoint.exists():
         sys.exit(f"--sft-checkpoint: no checkpoint at {args.sft_checkpoint}")

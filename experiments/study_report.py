@@ -146,8 +146,13 @@ def plot_curves(dataset: str, results: list[dict], start: dict, out: Path) -> Pa
     return path
 
 
-def write_study_report(out: Path) -> Path:
-    """Write `<out>/study.md` and the curve plots; print the tables."""
+README_START = "<!-- study tables: written by `python -m experiments.study --report` -->"
+README_END = "<!-- end of study tables -->"
+
+
+def write_study_report(out: Path, readme: Path | None = None) -> Path:
+    """Write `<out>/study.md` and the curve plots; print the tables. With `readme`, also
+    replace the tables between its `README_START` and `README_END` markers."""
     sections = ["# RL study", ""]
     for dataset, results in load_results(out).items():
         start_file = out / dataset / "sft_start.json"
@@ -159,7 +164,22 @@ def write_study_report(out: Path) -> Path:
     path = out / "study.md"
     path.write_text("\n".join(sections))
     print(path.read_text())
+    if readme is not None:
+        splice_tables(readme, sections[2:], out)
     return path
+
+
+def splice_tables(readme: Path, lines: list[str], out: Path) -> None:
+    """Put the study's tables into `readme` between the markers (image paths made relative
+    to the README)."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme}: the markers {README_START!r} / {README_END!r} are missing")
+    folder = out.resolve().relative_to(readme.resolve().parent)
+    body = "\n".join(lines).replace("](", f"]({folder.as_posix()}/")
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
 if __name__ == "__main__":
