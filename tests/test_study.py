@@ -7,7 +7,13 @@ import statistics
 import pytest
 
 from experiments.study import VARIANTS, plan_runs
-from experiments.study_report import mean_std, sweep_form, write_study_report
+from experiments.study_report import (
+    README_END,
+    README_START,
+    mean_std,
+    sweep_form,
+    write_study_report,
+)
 
 
 def test_plans_hold_distinct_runs_and_the_sweep_reuses_the_main_k10_runs():
@@ -42,7 +48,12 @@ def test_report_tables_aggregate_seeds(tmp_path):
         hr1 = 0.05 + 0.01 * seed + (0.02 if objective["init_args"]["target_k"] == 1 else 0)
         (run_dir / "result.json").write_text(json.dumps(fake_result(name, objective, seed, hr1)))
     (tmp_path / "toy" / "sft_start.json").write_text(json.dumps({"test/hr@1": 0.06}))
-    report = write_study_report(tmp_path).read_text()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
+    report = write_study_report(tmp_path, readme).read_text()
+    spliced = readme.read_text()
+    assert spliced.startswith("intro\n") and spliced.endswith("outro\n")
+    assert "old table" not in spliced and "| 1 | **0.0750" in spliced
     assert "| 1 | **0.0750 ± 0.0071 (2)** |" in report  # K=1: hr@1 0.07 and 0.08
     assert "| 20 | 0.0550 ± 0.0071 (2) |" in report
     assert (tmp_path / "toy_curves.png").exists()
