@@ -370,3 +370,14 @@ def test_bad_inputs_raise_in_functional_forms_and_metrics(make_inputs, message):
 def test_bad_functional_arguments_raise(call, message):
     with pytest.raises(ValueError, match=message):
         call(*make_batch(ties=False, seed=10, num_users=3, num_items=5))
+
+
+def test_update_ranks_counts_as_an_update_for_torchmetrics():
+    import warnings
+
+    metrics = RankingMetrics(top_k=[1])
+    metrics.update_ranks(torch.tensor([0, 2]), torch.tensor([0, 3]), num_negatives=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "compute called before update" would raise
+        values = metrics.compute()
+    assert values["hr@1"].item() == pytest.approx(0.5)

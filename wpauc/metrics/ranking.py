@@ -52,11 +52,15 @@ class _MeanOverUsers(Metric):
         self.add_state("total", default=torch.zeros(len(self._per_user)), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
 
-    def update(self, scores: Tensor, target: Tensor) -> None:
-        """Add the users of one batch: ``scores`` ``[B, N]`` over the catalog, ``target``
-        ``[B]`` the column of each user's positive."""
-        ranks = positive_ranks(scores, target)
-        self.update_ranks(ranks.gt, ranks.ge, ranks.num_negatives)
+    def update(self, scores: Tensor | PositiveRanks, target: Tensor | None = None) -> None:
+        """Add the users of one batch: ``scores`` ``[B, N]`` over the catalog and ``target``
+        ``[B]`` the column of each user's positive, or the positives' counts as one
+        :class:`PositiveRanks` (what :meth:`update_ranks` passes). Both go through this
+        method so that torchmetrics counts the update."""
+        ranks = scores if isinstance(scores, PositiveRanks) else positive_ranks(scores, target)
+        values = torch.stack([metric(ranks) for metric in self._per_user], dim=1)
+        self.total += values.sum(dim=0)
+        self.count += values.shape[0]
 
     def update_ranks(self, gt: Tensor, ge: Tensor, num_negatives: int) -> None:
         """Add the users of one batch from their positives' counts alone (e.g. from
@@ -67,10 +71,7 @@ class _MeanOverUsers(Metric):
             ge: ``[B]`` integer: negatives scored at or above it (``gt`` + ties).
             num_negatives: ``n = N - 1``, the catalog size less the positive.
         """
-        ranks = PositiveRanks(gt=gt, ge=ge, num_negatives=num_negatives)
-        values = torch.stack([metric(ranks) for metric in self._per_user], dim=1)
-        self.total += values.sum(dim=0)
-        self.count += values.shape[0]
+        self.update(PositiveRanks(gt=gt, ge=ge, num_negatives=num_negatives))
 
     def _means(self) -> Tensor:
         return self.total / self.count
