@@ -156,13 +156,23 @@ class Objective(ABC):
     def _config_error(self, key: str, message: str) -> ValueError:
         return ValueError(f"{type(self).__name__}: {key} {message}")
 
-    def _check_pairwise(self, pairwise: str, temperature: float) -> None:
+    def _set_pairwise(self, pairwise: str, temperature: float) -> None:
+        """Check and keep the `pairwise` / `pairwise_temperature` settings of the objectives
+        that offer logistic pair weights (see `_weigh_pairs`)."""
         if pairwise not in ("linear", "logistic"):
             raise self._config_error(
                 "pairwise", f"must be 'linear' or 'logistic', got {pairwise!r}"
             )
         if not temperature > 0.0:
             raise self._config_error("pairwise_temperature", f"must be > 0, got {temperature}")
+        self.pairwise = pairwise
+        self.pairwise_temperature = temperature
+
+    def _weigh_pairs(self, group: Group, scorer: ItemScorer) -> Group:
+        """The group with logistic pair weights when `pairwise` is "logistic", else as is."""
+        if self.pairwise != "logistic":
+            return group
+        return weigh_pairs_logistically(group, scorer, self.pairwise_temperature)
 
     def _ranked_negatives(self, scorer: ItemScorer, target: Tensor, width: int) -> RankedNegatives:
         """Beam search of `width` with the positive dropped (see `beam_negatives`)."""

@@ -13,7 +13,6 @@ from wpauc.objectives.base import (
     Objective,
     gate_contexts,
     positive_first_group,
-    weigh_pairs_logistically,
 )
 
 
@@ -43,11 +42,9 @@ class BeamPAUC(Objective):
     ) -> None:
         if num_negatives < 1:
             raise self._config_error("num_negatives", f"must be >= 1, got {num_negatives}")
-        self._check_pairwise(pairwise, pairwise_temperature)
+        self._set_pairwise(pairwise, pairwise_temperature)
         self.num_negatives = num_negatives
         self.positive_only_if_generated = positive_only_if_generated
-        self.pairwise = pairwise
-        self.pairwise_temperature = pairwise_temperature
 
     def check_catalog(self, num_items: int) -> None:
         width = self.num_negatives + 1
@@ -64,8 +61,7 @@ class BeamPAUC(Objective):
         width = self.num_negatives + 1
         ranked = self._ranked_negatives(scorer, target, width)
         group = positive_first_group(target, ranked.items, ranked.stats)
-        if self.pairwise == "logistic":
-            group = weigh_pairs_logistically(group, scorer, self.pairwise_temperature)
+        group = self._weigh_pairs(group, scorer)
         if self.positive_only_if_generated:
             group = gate_contexts(group, ranked.stats["positive_rank"] < width)
         return group

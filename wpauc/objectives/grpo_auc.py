@@ -12,7 +12,6 @@ from wpauc.objectives.base import (
     Group,
     Objective,
     positive_first_group,
-    weigh_pairs_logistically,
 )
 from wpauc.objectives.functional import sample_negatives
 
@@ -56,10 +55,8 @@ class GRPOAUC(Objective):
             raise self._config_error("sampler", f"must be 'uniform' or 'policy', got {sampler!r}")
         if not temperature > 0.0:
             raise self._config_error("temperature", f"must be > 0, got {temperature}")
-        self._check_pairwise(pairwise, pairwise_temperature)
+        self._set_pairwise(pairwise, pairwise_temperature)
         self.num_negatives = num_negatives
-        self.pairwise = pairwise
-        self.pairwise_temperature = pairwise_temperature
         self.sampler = sampler
         self.temperature = temperature
         self.replacement = replacement
@@ -87,6 +84,5 @@ class GRPOAUC(Objective):
             logits, target, self.num_negatives, generator=generator, replacement=self.replacement
         )
         group = positive_first_group(target, negatives, stats)
-        if self.pairwise == "logistic":
-            group = weigh_pairs_logistically(group, scorer, self.pairwise_temperature)
+        group = self._weigh_pairs(group, scorer)
         return group

@@ -13,7 +13,6 @@ from wpauc.objectives.base import (
     Objective,
     gate_contexts,
     positive_first_group,
-    weigh_pairs_logistically,
 )
 from wpauc.objectives.functional import rank_gate, soft_window_weights
 from wpauc.window import Window
@@ -107,14 +106,12 @@ class TAWinWPAUC(Objective):
             raise self._config_error("gate", f"must be 'none', 'beam' or 'band', got {gate!r}")
         if gate_band < 0:
             raise self._config_error("gate_band", f"must be >= 0, got {gate_band}")
-        self._check_pairwise(pairwise, pairwise_temperature)
+        self._set_pairwise(pairwise, pairwise_temperature)
         self.soft_temperature = soft_temperature
         self.saturate = saturate
         self.max_beam_width = max_beam_width
         self.gate = gate
         self.gate_band = gate_band
-        self.pairwise = pairwise
-        self.pairwise_temperature = pairwise_temperature
         if self.window.max_rank is not None:
             # A rank window knows its beam width before seeing the catalog.
             self._check_beam_width(self._beam_width(self.window.max_rank, None))
@@ -173,8 +170,7 @@ class TAWinWPAUC(Objective):
         stats["window_lo"] = torch.tensor(float(lo), device=target.device)
         stats["window_hi"] = torch.tensor(float(hi), device=target.device)
         group = positive_first_group(target, members, stats, member_weights)
-        if self.pairwise == "logistic":
-            group = weigh_pairs_logistically(group, scorer, self.pairwise_temperature)
+        group = self._weigh_pairs(group, scorer)
         rank = stats["positive_rank"]
         if self.gate == "beam":
             group = gate_contexts(group, rank < ranked.items.shape[1] + 1)
