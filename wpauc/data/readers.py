@@ -4,7 +4,7 @@ Sources are chosen by `class_path` in YAML, e.g.
 
     source:
       class_path: wpauc.data.MiniOneRecSource
-      init_args: {data_dir: ../shared/data/amazon18-minionerec, category: Office_Products}
+      init_args: {data_dir: data/amazon18-minionerec, category: Office_Products}
 
 Files are read as UTF-8 (a leading byte-order mark is dropped) and blank lines are skipped.
 List columns are Python list literals, parsed with `ast.literal_eval` (never `eval`) and
@@ -227,7 +227,7 @@ def _read_item_titles(path: Path) -> dict[int, str]:
 
 @dataclass
 class MiniOneRecSource(RecSource):
-    """MiniOneRec's public layout (SIDs and titles), e.g. ../shared/data/amazon18-minionerec.
+    """MiniOneRec's public layout (SIDs and titles), e.g. data/amazon18-minionerec (docs/data.md).
 
     Expected files under `data_dir`:
 
