@@ -117,11 +117,17 @@ def cli_args(
     ]
 
 
+def run_name(name: str, lr: float, beta: float, seed: int) -> str:
+    """Folder name of one run; the KL weight appears only when it is not the default 0."""
+    anchor = f"_beta{beta:g}" if beta else ""
+    return f"{name}_lr{lr:g}{anchor}_seed{seed}"
+
+
 def run_one(dataset: str, name: str, objective: dict | None, lr: float, seed: int, args) -> dict:
     """Fit, test the best checkpoint on the full test split, save curves and metrics."""
     from wpauc.cli import run_cli
 
-    run_dir = args.out / dataset / f"{name}_lr{lr:g}_seed{seed}"
+    run_dir = args.out / dataset / run_name(name, lr, args.beta, seed)
     result_file = run_dir / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())

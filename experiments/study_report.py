@@ -40,11 +40,11 @@ def cell(values: list[float], bold: bool = False) -> str:
     return f"**{text}**" if bold else text
 
 
-def group_runs(results: list[dict]) -> dict[tuple[str, float], list[dict]]:
-    """Runs by (name, learning rate), seeds together."""
-    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+def group_runs(results: list[dict]) -> dict[tuple[str, float, float], list[dict]]:
+    """Runs by (name, learning rate, KL weight), seeds together."""
+    groups: dict[tuple[str, float, float], list[dict]] = defaultdict(list)
     for result in results:
-        groups[(result["name"], result["lr"])].append(result)
+        groups[(result["name"], result["lr"], result.get("beta", 0.0))].append(result)
     return dict(sorted(groups.items()))
 
 
@@ -53,24 +53,24 @@ def main_table(dataset: str, results: list[dict], start: dict) -> list[str]:
     lines = [
         f"#### {dataset}: RL from the SFT checkpoint (test split, best val/NDCG@10 step)",
         "",
-        "| run | lr | " + " | ".join(c.upper() for c in TEST_COLUMNS) + " |",
-        "|---|---" + "|---" * len(TEST_COLUMNS) + "|",
-        "| SFT start | - | "
+        "| run | lr | KL weight | " + " | ".join(c.upper() for c in TEST_COLUMNS) + " |",
+        "|---|---|---" + "|---" * len(TEST_COLUMNS) + "|",
+        "| SFT start | - | - | "
         + " | ".join(f"{start.get(f'test/{c}', float('nan')):.4f}" for c in TEST_COLUMNS)
         + " |",
     ]
-    for (name, lr), runs in group_runs(results).items():
+    for (name, lr, beta), runs in group_runs(results).items():
         if name.startswith("sweep_"):
             continue
         cells = [cell([run["test"][c] for run in runs]) for c in TEST_COLUMNS]
-        lines.append(f"| {name} | {lr:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {lr:g} | {beta:g} | " + " | ".join(cells) + " |")
     return lines
 
 
 def sweep_form(result: dict) -> tuple[str, int] | None:
     """`(form, K)` of a window-sweep run (TAWin with window_width = target_k), else None."""
     objective = result["objective"]
-    if objective is None:
+    if objective is None or result.get("beta", 0.0):  # the sweep is the unanchored runs
         return None
     init_args = objective["init_args"]
     if not objective["class_path"].endswith("TAWinWPAUC") or "pairwise" in init_args:
@@ -122,7 +122,8 @@ def plot_curves(dataset: str, results: list[dict], start: dict, out: Path) -> Pa
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.4))
-    for (name, lr), runs in group_runs(results).items():
+    for (name, lr, beta), runs in group_runs(results).items():
+        label = f"{name} {lr:g}" + (f" β={beta:g}" if beta else "")
         for axis, tag in zip(axes, CURVES, strict=True):
             steps_values: dict[int, list[float]] = defaultdict(list)
             for run in runs:
@@ -134,7 +135,7 @@ def plot_curves(dataset: str, results: list[dict], start: dict, out: Path) -> Pa
             means = [mean_std(steps_values[s])[0] for s in sorted(steps_values)]
             if tag in start:
                 means = [start[tag], *means]
-            axis.plot(steps, means, marker=".", label=f"{name} {lr:g}")
+            axis.plot(steps, means, marker=".", label=label)
     for axis, tag in zip(axes, CURVES, strict=True):
         axis.set_title(tag)
         axis.set_xlabel("RL step")

@@ -6,10 +6,11 @@ import statistics
 
 import pytest
 
-from experiments.study import VARIANTS, plan_runs
+from experiments.study import VARIANTS, plan_runs, run_name
 from experiments.study_report import (
     README_END,
     README_START,
+    main_table,
     mean_std,
     sweep_form,
     write_study_report,
@@ -65,3 +66,15 @@ def test_mean_std_is_the_sample_std_and_sweep_runs_are_recognised():
     assert sweep_form({"objective": VARIANTS["tawin_gated"]})[1] == 10
     assert sweep_form({"objective": VARIANTS["tawin_logistic"]}) is None
     assert sweep_form({"objective": None}) is None
+    assert sweep_form({"objective": VARIANTS["tawin_gated"], "beta": 0.04}) is None
+
+
+def test_a_kl_anchored_run_has_its_own_folder_and_table_row():
+    assert run_name("tawin_gated", 1e-4, 0.0, 2) == "tawin_gated_lr0.0001_seed2"
+    assert run_name("tawin_gated", 1e-4, 0.04, 2) == "tawin_gated_lr0.0001_beta0.04_seed2"
+    runs = [
+        {**fake_result("tawin_gated", VARIANTS["tawin_gated"], 0, 0.07), "beta": beta}
+        for beta in (0.0, 0.04)
+    ]
+    rows = [line for line in main_table("toy", runs, {}) if line.startswith("| tawin_gated")]
+    assert [row.split(" | ")[2] for row in rows] == ["0", "0.04"]
