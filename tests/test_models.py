@@ -119,11 +119,25 @@ def test_tiny_policy_seed_reproducible_and_leaves_global_rng_alone(tokenizer):
         (dict(hidden_size=60, num_heads=8), "num_heads"),
         (dict(num_heads=4, num_kv_heads=3), "num_kv_heads"),
         (dict(num_layers=0), "num_layers"),
+        (dict(attention_dropout=1.0), "attention_dropout"),
     ],
 )
 def test_tiny_policy_rejects_bad_shapes(fields, key):
     with pytest.raises(ValueError, match=key):
         TinyQwen2Policy(**fields)
+
+
+def test_tiny_policy_attention_dropout_acts_in_training_only(tokenizer):
+    model = TinyQwen2Policy(seed=0, attention_dropout=0.5, attn_implementation="eager").build(
+        tokenizer
+    )
+    assert model.config.attention_dropout == 0.5
+    ids = torch.arange(4, 12)[None]
+    model.eval()
+    assert torch.equal(model(ids).logits, model(ids).logits)
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(model(ids).logits, model(ids).logits)
 
 
 # ---- pretrained builder -----------------------------------------------------------------

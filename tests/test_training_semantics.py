@@ -6,6 +6,7 @@ checkpoints record their catalog and refuse to be used with another one."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from wpauc.cli import run_cli
 from wpauc.models import TinyQwen2Policy
 from wpauc.module import RecommenderModule
 from wpauc.objectives import TAWinWPAUC
+from wpauc.schedules import WarmupCosine
 
 #: The tiny world and trainer settings without the tiny policy's own settings.
 WORLD = [argument for argument in TINY_WORLD if not argument.startswith("--model.policy")]
@@ -201,6 +203,40 @@ def test_rl_learning_rate_applies_to_an_rl_only_run(tmp_path):
         )
     )
     assert [group["lr"] for group in cli.trainer.optimizers[0].param_groups] == [2.5e-4]
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_its_floor():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupCosine(optimizer, warmup_steps=3, total_steps=7, min_lr_ratio=0.1)
+    rates = []
+    for _ in range(9):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    expected = [0.25, 0.5, 0.75] + [
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)
+    ]
+    assert rates == pytest.approx(expected + [0.1])
+    with pytest.raises(ValueError, match="total_steps"):
+        WarmupCosine(optimizer, warmup_steps=5, total_steps=5)
+
+
+def test_warmup_cosine_without_total_steps_spans_the_run(tmp_path):
+    cli = run_cli(
+        tiny_args(
+            tmp_path,
+            "--model.objective=null",
+            "--model.scheduler=wpauc.schedules.WarmupCosine",
+            "--model.scheduler.warmup_steps=1",
+            "--trainer.max_epochs=2",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--test_after_fit=false",
+        )
+    )
+    schedule = cli.trainer.lr_scheduler_configs[0].scheduler
+    assert schedule.total_steps == 4 and schedule.last_epoch == 4
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0)
 
 
 def test_sft_epochs_covering_every_epoch_warns_that_rl_never_runs(tmp_path):

@@ -37,6 +37,7 @@ from wpauc.models.provenance import (
     load_policy_weights,
 )
 from wpauc.objectives import Group, Objective, PolicyLoss, group_statistics
+from wpauc.schedules import WarmupCosine
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -60,7 +61,8 @@ class RecommenderModule(L.LightningModule):
             rate. Must be > 0, and cannot be combined with ``scheduler`` (which sets the
             learning rate at every step); unused without an objective.
         optimizer: Optimizer factory over the trainable parameters.
-        scheduler: Optional learning-rate scheduler factory, stepped once per optimizer step.
+        scheduler: Optional learning-rate scheduler factory, stepped once per optimizer step,
+            e.g. ``wpauc.schedules.WarmupCosine`` (its ``total_steps`` defaults to the run's).
         gradient_clip_val: Max global gradient norm per update (``None`` disables clipping).
             Clipping is done here, not by the Trainer, because updates are manual (RL reuses
             one rollout for ``loss.num_iterations`` updates).
@@ -235,7 +237,10 @@ class RecommenderModule(L.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+        scheduler = self.scheduler_factory(optimizer)
+        if isinstance(scheduler, WarmupCosine) and scheduler.total_steps is None:
+            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     @property
     def in_rl_stage(self) -> bool:

@@ -31,6 +31,8 @@ class TinyQwen2Policy:
     """Width of the MLP's hidden layer."""
     max_position_embeddings: int = 512
     """Longest sequence (prompt + code) the model is configured for."""
+    attention_dropout: float = 0.0
+    """Dropout on the attention probabilities while training (Qwen2 has no other dropout)."""
     rope_theta: float = 10000.0
     """Base of the rotary position embedding frequencies."""
     tie_word_embeddings: bool = True
@@ -51,6 +53,10 @@ class TinyQwen2Policy:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TinyQwen2Policy.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(
+                f"TinyQwen2Policy.attention_dropout must be in [0, 1), got {self.attention_dropout}"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"TinyQwen2Policy.num_heads ({self.num_heads}) must divide hidden_size "
@@ -73,6 +79,7 @@ class TinyQwen2Policy:
             intermediate_size=self.intermediate_size,
             max_position_embeddings=self.max_position_embeddings,
             rope_theta=self.rope_theta,
+            attention_dropout=self.attention_dropout,
             tie_word_embeddings=self.tie_word_embeddings,
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
