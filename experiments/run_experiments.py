@@ -86,16 +86,19 @@ def load_data(dataset: str):
     return cli.datamodule.source.load()
 
 
-def baseline_metrics(data, windows: list[tuple[float, float]]) -> dict[str, dict]:
-    """Popularity, last-item transitions and (synthetic) the Bayes oracle on the full test split."""
-    from wpauc.baselines import last_item_transition_scores, popularity_scores
+def baseline_metrics(
+    data, windows: list[tuple[float, float]], refit: bool = False
+) -> dict[str, dict]:
+    """Popularity, last-item transitions and (synthetic) the Bayes oracle on the full test
+    split; the baselines count the training split, or train + valid with `refit`."""
+    from wpauc.baselines import fit_samples, last_item_transition_scores, popularity_scores
     from wpauc.data import bayes_optimal_scores
     from wpauc.metrics import RankingMetrics
 
-    test, num_items = data.test, len(data.catalog)
+    fitted, test, num_items = fit_samples(data, refit), data.test, len(data.catalog)
     scorers = {
-        "popularity": lambda: popularity_scores(data.train, test, num_items),
-        "last-item transitions": lambda: last_item_transition_scores(data.train, test, num_items),
+        "popularity": lambda: popularity_scores(fitted, test, num_items),
+        "last-item transitions": lambda: last_item_transition_scores(fitted, test, num_items),
     }
     if data.true_next_item_probs is not None:
         scorers["Bayes-optimal oracle"] = lambda: bayes_optimal_scores(data, "test")

@@ -122,6 +122,16 @@ def test_evaluation_subset_is_seeded_sorted_and_shared_by_test_and_predict():
     assert len(full.dataset("valid")) == len(full.data.valid)
 
 
+@pytest.mark.parametrize("refit_on_valid", [False, True])
+def test_refit_on_valid_appends_the_valid_samples_to_training(refit_on_valid):
+    module = make_module(refit_on_valid=refit_on_valid, max_eval_samples=17)
+    train, valid = module.data.train, module.data.valid
+    expected = train + valid if refit_on_valid else train
+    assert len(module.dataset("train")) == len(expected)
+    assert [e.target for e in module.dataset("train").examples] == [s.target for s in expected]
+    assert len(module.dataset("valid")) == 17  # validation still runs on valid
+
+
 def test_setup_is_idempotent_and_required():
     source = CountingSource()
     module = RecDataModule(source)

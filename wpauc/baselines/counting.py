@@ -1,8 +1,9 @@
-"""Non-neural baselines, scored on the same splits and metrics as the policy.
+"""Counting baselines: item popularity and last-item transitions.
 
 Each returns ``[S, N]`` scores over the catalog for the samples of a split, ready for
-:mod:`wpauc.metrics`. Only the training split is counted (plus each evaluation sample's own
-history, which is its input), so nothing leaks from valid or test targets.
+:mod:`wpauc.metrics`. Only the fitting samples ``train`` are counted (plus each evaluation
+sample's own history, which is its input): pass ``fit_samples(data, refit)``, the training
+split by default, so nothing leaks from valid or test targets.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """wpauc.data: catalog and item codecs, readers, the synthetic world, prompt templates and
 the LightningDataModule."""
 
-from wpauc.data.catalog import Catalog, RecData, Sample
+from wpauc.data.catalog import Catalog, RecData, Sample, fit_samples
 from wpauc.data.codecs import (
     ItemCodec,
     SIDCodec,
@@ -36,6 +36,7 @@ __all__ = [
     "bayes_optimal_scores",
     "build_tokenizer",
     "collate",
+    "fit_samples",
     "read_sid_index",
     "resolve_sid_collisions",
 ]

@@ -142,3 +142,14 @@ class RecData:
         """The samples of split `name` (one of "train", "valid", "test")."""
         check_split(name)
         return getattr(self, name)
+
+
+def fit_samples(data: RecData, refit: bool) -> list[Sample]:
+    """The samples a model is fitted on: the training split, or with `refit` the training
+    then the validation split ("refit on train+valid before testing").
+
+    Off by default for every model and baseline: valid is then used for model selection
+    only, never for fitting. With `refit` the validation metrics see fitted samples, so
+    any selection made on them is optimistic.
+    """
+    return data.train + data.valid if refit else list(data.train)

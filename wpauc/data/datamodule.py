@@ -8,7 +8,8 @@ A batch (from every dataloader, `collate` and `RecDataModule.batch_for`) is a di
     target_code       [B, L] long   the target's code token ids, RIGHT-padded with the pad id
     target_code_mask  [B, L] bool   True on code tokens
     sample_index      [B]    long   index of the sample in its full split (so it lines up
-                                    with e.g. `RecData.true_next_item_probs`)
+                                    with e.g. `RecData.true_next_item_probs`); for training
+                                    batches, in `fit_samples(data, refit_on_valid)`
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from wpauc.data.catalog import SPLITS, Catalog, RecData, Sample, check_split
+from wpauc.data.catalog import SPLITS, Catalog, RecData, Sample, check_split, fit_samples
 from wpauc.data.codecs import ItemCodec, SIDCodec
 from wpauc.data.loaders import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
 from wpauc.data.readers import RecSource
@@ -136,6 +137,9 @@ class RecDataModule(LightningDataModule):
         max_eval_samples: evaluate on a seeded random subset of at most this many valid /
             test samples (kept in split order); None uses them all.
         num_workers: DataLoader worker processes.
+        refit_on_valid: also train on the validation samples (appended to the training
+            ones). Validation still runs on them, so model selection on valid is then
+            optimistic (biased); hence off by default (see docs/design.md §8).
         seed: seeds the training shuffle and the evaluation subset. Under DDP the same
             seeded permutation is shared out across processes (`GlobalBatchSampler`, which
             Lightning keeps because it is a DistributedSampler).
@@ -153,6 +157,7 @@ class RecDataModule(LightningDataModule):
         max_prompt_tokens: int = 512,
         max_eval_samples: int | None = None,
         num_workers: int = 0,
+        refit_on_valid: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -181,6 +186,7 @@ class RecDataModule(LightningDataModule):
         self.max_prompt_tokens = max_prompt_tokens
         self.max_eval_samples = max_eval_samples
         self.num_workers = num_workers
+        self.refit_on_valid = refit_on_valid
         self.seed = seed
         self._prepared: _Prepared | None = None
 
@@ -193,12 +199,12 @@ class RecDataModule(LightningDataModule):
         item_codes = self.codec.encode(data.catalog, tokenizer)
         self._prepared = _Prepared(data, tokenizer, item_codes, datasets={})
         for split in SPLITS:
-            samples = data.split(split)
-            indices = (
-                range(len(samples))
-                if split == "train"
-                else evaluation_subset(len(samples), self.max_eval_samples, self.seed)
-            )
+            if split == "train":
+                samples = fit_samples(data, self.refit_on_valid)
+                indices = range(len(samples))
+            else:
+                samples = data.split(split)
+                indices = evaluation_subset(len(samples), self.max_eval_samples, self.seed)
             examples = [self._example(samples[index], index, split) for index in indices]
             self._prepared.datasets[split] = PromptDataset(examples)
 
@@ -229,7 +235,8 @@ class RecDataModule(LightningDataModule):
         return self._state.item_codes
 
     def dataset(self, split: str) -> PromptDataset:
-        """The pre-tokenised examples of a split (valid / test limited by max_eval_samples)."""
+        """The pre-tokenised examples of a split (train: the fitting samples, with valid when
+        `refit_on_valid`; valid / test limited by max_eval_samples)."""
         check_split(split)
         return self._state.datasets[split]
 
