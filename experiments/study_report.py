@@ -173,14 +173,19 @@ def write_study_report(out: Path, readme: Path | None = None) -> Path:
 def splice_tables(readme: Path, lines: list[str], out: Path) -> None:
     """Put the study's tables into `readme` between the markers (image paths made relative
     to the README)."""
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme}: the markers {README_START!r} / {README_END!r} are missing")
     folder = out.resolve().relative_to(readme.resolve().parent)
     body = "\n".join(lines).replace("](", f"]({folder.as_posix()}/")
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
-    readme.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
+    splice_between(readme, README_START, README_END, body)
+
+
+def splice_between(readme: Path, start: str, end: str, body: str) -> None:
+    """Replace what lies between the marker lines `start` and `end` of `readme` by `body`."""
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme}: the markers {start!r} / {end!r} are missing")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(f"{head}{start}\n{body}\n{end}{tail}")
 
 
 if __name__ == "__main__":

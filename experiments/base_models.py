@@ -1,0 +1,130 @@
+"""Base recommenders on the real data: counting baselines, SASRec and SFT recipes, 3 seeds.
+
+Every row is fitted on the training split (or, with `--refit`, on train + valid: the same
+choice for every row), selected on valid, and tested once on the full test split with the
+same exact full-catalog metrics. Rows: popularity and last-item transitions (deterministic),
+SASRec (`wpauc.baselines.sasrec`), the SFT recipe first shipped (`v1`) and the shipped
+recipe (`configs/<dataset>/sft.yaml` as it is now). Finished runs are skipped.
+
+    python -m experiments.base_models --datasets office industrial --seeds 0 1 2
+
+Writes `<out>/<dataset>/<row>_seed<seed>.json` per run, `<out>/base_models.md` (the tables),
+and, with `--readme`, replaces README.md's table between its base-models markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from experiments.run_experiments import baseline_metrics, load_data, summarise, train_and_test
+from experiments.sft_recipes import RECIPES
+from experiments.study import REPO
+
+OUT = REPO / "experiments" / "results" / "base_models"
+COLUMNS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "auc")
+SFT_ROWS = {"SFT, v1 recipe (first shipped)": RECIPES["v1"], "SFT, shipped recipe": []}
+"""SFT rows: overrides on top of the shipped `configs/<dataset>/sft.yaml`."""
+README_START = "<!-- base-model tables: written by `python -m experiments.base_models` -->"
+README_END = "<!-- end of base-model tables -->"
+
+
+def cached(path: Path, compute) -> dict:
+    """`compute()`'s metrics, stored at `path` the first time."""
+    if path.exists():
+        return json.loads(path.read_text())
+    metrics = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def sasrec_metrics(data, seed: int, refit: bool) -> dict:
+    """Test metrics of SASRec fitted with early stopping on valid."""
+    from wpauc.baselines import SASRecConfig, fit_samples, fit_sasrec, sasrec_metrics
+
+    train = fit_samples(data, refit)
+    model, _ = fit_sasrec(train, data.valid, len(data.catalog), SASRecConfig(seed=seed))
+    return sasrec_metrics(model, data.test, top_k=(1, 3, 5, 10, 20))
+
+
+def dataset_rows(dataset: str, seeds: list[int], refit: bool, out: Path) -> dict[str, list[dict]]:
+    """Every row's runs (one dict of test metrics per seed) on one dataset."""
+    data = load_data(dataset)
+    root = out / dataset
+    baselines = cached(root / "counting.json", lambda: baseline_metrics(data, [], refit=refit))
+    rows: dict[str, list[dict]] = {name: [metrics] for name, metrics in baselines.items()}
+    rows["SASRec"] = [
+        cached(root / f"sasrec_seed{seed}.json", lambda s=seed: sasrec_metrics(data, s, refit))
+        for seed in seeds
+    ]
+    refit_flag = [f"--data.refit_on_valid={str(refit).lower()}"]
+    for label, overrides in SFT_ROWS.items():
+        slug = "sft_v1" if overrides else "sft_shipped"
+        rows[label] = [
+            train_and_test(
+                REPO / "configs" / dataset / "sft.yaml",
+                root / f"{slug}_seed{seed}",
+                seed,
+                [*overrides, *refit_flag],
+                [],
+            )
+            for seed in seeds
+        ]
+    return rows
+
+
+def table(dataset: str, rows: dict[str, list[dict]], refit: bool) -> list[str]:
+    """Markdown table: mean ± std over seeds (one value for deterministic rows)."""
+    fitted_on = "train + valid" if refit else "train"
+    lines = [
+        f"#### {dataset}: fitted on {fitted_on}, selected on valid, full test split",
+        "",
+        "| model | seeds | " + " | ".join(c.upper() for c in COLUMNS) + " |",
+        "|---|---" + "|---" * len(COLUMNS) + "|",
+    ]
+    for name, runs in rows.items():
+        summary = summarise(runs, COLUMNS)
+        cells = [
+            f"{mean:.4f} ± {std:.4f}" if len(runs) > 1 else f"{mean:.4f}"
+            for mean, std in (summary[c] for c in COLUMNS)
+        ]
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="+", default=["office", "industrial"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--refit", action="store_true", help="fit every row on train + valid")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--readme", action="store_true", help="also update README.md")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.chdir(REPO)  # configs name their data relative to the repository
+    os.environ.setdefault("WPAUC_DATA", str(REPO.parent / "shared" / "data"))
+    out = args.out / ("refit" if args.refit else "train_only")
+    command = "python -m experiments.base_models " + " ".join(sys.argv[1:])
+    lines = [f"Produced by `{command}`.", ""]
+    for dataset in args.datasets:
+        lines += table(dataset, dataset_rows(dataset, args.seeds, args.refit, out), args.refit)
+    (out / "base_models.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    if args.readme:
+        from experiments.study_report import splice_between
+
+        splice_between(REPO / "README.md", README_START, README_END, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The SFT recipe search: which training recipe gives the strongest base recommender?
+
+Each recipe is a list of `wpauc fit` overrides on top of `configs/<dataset>/sft.yaml` as
+first shipped (`V1`: width 64, 2 layers, AdamW lr 3e-3 constant, 10 epochs). Every run
+fits on train, validates each epoch on a seeded subset of valid (`data.max_eval_samples`,
+the same subset for every recipe) and is judged by its best val/NDCG@10: selection on valid
+only, the test split is not touched here (`experiments.base_models` tests the chosen
+recipe once, on 3 seeds). Finished runs are skipped, so the command can be re-run.
+
+    python -m experiments.sft_recipes --dataset office --recipes v1 w128 w128_wd_cosine
+    python -m experiments.sft_recipes --report
+
+Writes `<out>/<dataset>/<recipe>_seed<seed>/result.json` and, with `--report`,
+`<out>/recipes.md` (recipes by best validation NDCG@10, with their overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from experiments.study import REPO, read_curves
+
+OUT = REPO / "experiments" / "results" / "sft_recipes"
+
+V1 = [
+    "--model.policy.init_args.hidden_size=64",
+    "--model.policy.init_args.num_layers=2",
+    "--model.policy.init_args.intermediate_size=256",
+    "--model.optimizer.init_args.lr=0.003",
+    "--model.optimizer.init_args.weight_decay=0.0",
+    "--trainer.max_epochs=10",
+]
+"""The recipe first shipped in configs/office/sft.yaml and configs/industrial/sft.yaml."""
+
+WIDE = [
+    "--model.policy.init_args.hidden_size=128",
+    "--model.policy.init_args.intermediate_size=512",
+]
+WARMUP_COSINE = [
+    "--model.scheduler=wpauc.schedules.WarmupCosine",
+    "--model.scheduler.warmup_steps=200",
+]
+EARLY_STOP = [
+    "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+    "--trainer.callbacks.monitor=val/ndcg@10",
+    "--trainer.callbacks.mode=max",
+    "--trainer.callbacks.patience=4",
+]
+
+RECIPES: dict[str, list[str]] = {
+    "v1": V1,
+    "v1_30ep": [*V1, "--trainer.max_epochs=30", *EARLY_STOP],
+    "w128": [*V1, *WIDE, "--trainer.max_epochs=30", *EARLY_STOP],
+    "w128_wd_cosine": [
+        *V1,
+        *WIDE,
+        "--model.optimizer.init_args.weight_decay=0.1",
+        *WARMUP_COSINE,
+        "--trainer.max_epochs=30",
+    ],
+    "w128_l4_wd_cosine": [
+        *V1,
+        *WIDE,
+        "--model.policy.init_args.num_layers=4",
+        "--model.optimizer.init_args.weight_decay=0.1",
+        *WARMUP_COSINE,
+        "--trainer.max_epochs=30",
+    ],
+    "w128_dropout_wd_cosine": [
+        *V1,
+        *WIDE,
+        "--model.policy.init_args.attention_dropout=0.2",
+        "--model.optimizer.init_args.weight_decay=0.1",
+        *WARMUP_COSINE,
+        "--trainer.max_epochs=30",
+    ],
+    "w64_wd_cosine": [
+        *V1,
+        "--model.optimizer.init_args.weight_decay=0.1",
+        *WARMUP_COSINE,
+        "--trainer.max_epochs=30",
+    ],
+}
+"""Candidate recipes by name: overrides applied in order (a later flag wins)."""
+
+
+def run_recipe(dataset: str, name: str, seed: int, args) -> dict:
+    """Fit one recipe on train; its validation curves and best val/NDCG@10."""
+    from wpauc.cli import run_cli
+
+    run_dir = args.out / dataset / f"{name}_seed{seed}"
+    result_file = run_dir / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    if run_dir.exists():  # an interrupted run starts again from scratch
+        shutil.rmtree(run_dir)
+    start = time.perf_counter()
+    run_cli(
+        [
+            "fit",
+            f"--config={REPO / 'configs' / dataset / 'sft.yaml'}",
+            *RECIPES[name],
+            f"--seed_everything={seed}",
+            f"--model.policy.init_args.seed={seed}",
+            f"--data.seed={seed}",
+            f"--data.max_eval_samples={args.valid_samples}",
+            f"--trainer.default_root_dir={run_dir}",
+            "--trainer.enable_progress_bar=false",
+            "--test_after_fit=false",
+        ]
+    )
+    curves = read_curves(run_dir)
+    best_step, best = max(curves["val/ndcg@10"], key=lambda point: point[1])
+    at_best = {
+        tag.removeprefix("val/"): dict(points)[best_step]
+        for tag, points in curves.items()
+        if tag.startswith("val/") and best_step in dict(points)
+    }
+    result = {
+        "dataset": dataset,
+        "recipe": name,
+        "overrides": RECIPES[name],
+        "seed": seed,
+        "valid_samples": args.valid_samples,
+        "best_step": best_step,
+        "epochs_run": len(curves["val/ndcg@10"]),
+        "valid_at_best": at_best,
+        "curves": curves,
+        "seconds": time.perf_counter() - start,
+    }
+    result_file.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def write_report(out: Path) -> Path:
+    """`<out>/recipes.md`: every finished run, best validation NDCG@10 first."""
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/result.json"))]
+    results.sort(key=lambda r: (r["dataset"], -r["valid_at_best"]["ndcg@10"]))
+    lines = [
+        "# SFT recipe search (selection on valid; test untouched)",
+        "",
+        "| dataset | recipe | seed | best val NDCG@10 | val HR@10 | val HR@1 | at step | "
+        "epochs run | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        best = r["valid_at_best"]
+        lines.append(
+            f"| {r['dataset']} | {r['recipe']} | {r['seed']} | {best['ndcg@10']:.4f} | "
+            f"{best['hr@10']:.4f} | {best['hr@1']:.4f} | {r['best_step']} | {r['epochs_run']} | "
+            f"{r['seconds'] / 60:.1f} |"
+        )
+    lines += ["", "Overrides of each recipe, on top of `configs/<dataset>/sft.yaml`:", ""]
+    for name, overrides in RECIPES.items():
+        lines.append(f"- `{name}`: `{' '.join(overrides)}`")
+    path = out / "recipes.md"
+    path.write_text("\n".join(lines) + "\n")
+    print(path.read_text())
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="office", help="config folder under configs/")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--valid-samples", type=int, default=1000, help="seeded valid subset")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report", action="store_true", help="only write the table")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.chdir(REPO)  # configs name their data relative to the repository
+    os.environ.setdefault("WPAUC_DATA", str(REPO.parent / "shared" / "data"))
+    if not args.report:
+        for seed in args.seeds:
+            for name in args.recipes:
+                result = run_recipe(args.dataset, name, seed, args)
+                best = result["valid_at_best"]
+                print(
+                    f"[{args.dataset}] {name} seed={seed}: val ndcg@10 {best['ndcg@10']:.4f} "
+                    f"hr@10 {best['hr@10']:.4f} at step {result['best_step']}",
+                    flush=True,
+                )
+    write_report(args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
