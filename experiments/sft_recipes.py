@@ -55,6 +55,12 @@ RECIPES: dict[str, list[str]] = {
     "v1": V1,
     "wd_cosine": [*V1, *DECAY],
     "wd_cosine_dropout": [*V1, *DECAY, "--model.policy.init_args.attention_dropout=0.1"],
+    "wd_cosine_embedding_dropout": [
+        *V1,
+        *DECAY,
+        "--model.policy.init_args.attention_dropout=0.1",
+        "--model.policy.init_args.embedding_dropout=0.2",
+    ],
     "w128_wd_cosine": [*V1, *WIDE, *DECAY],
     "w128_l4_wd_cosine": [*V1, *WIDE, *DECAY, "--model.policy.init_args.num_layers=4"],
 }

@@ -120,6 +120,7 @@ def test_tiny_policy_seed_reproducible_and_leaves_global_rng_alone(tokenizer):
         (dict(num_heads=4, num_kv_heads=3), "num_kv_heads"),
         (dict(num_layers=0), "num_layers"),
         (dict(attention_dropout=1.0), "attention_dropout"),
+        (dict(embedding_dropout=-0.1), "embedding_dropout"),
     ],
 )
 def test_tiny_policy_rejects_bad_shapes(fields, key):
@@ -127,14 +128,14 @@ def test_tiny_policy_rejects_bad_shapes(fields, key):
         TinyQwen2Policy(**fields)
 
 
-def test_tiny_policy_attention_dropout_acts_in_training_only(tokenizer):
-    model = TinyQwen2Policy(seed=0, attention_dropout=0.5, attn_implementation="eager").build(
-        tokenizer
-    )
-    assert model.config.attention_dropout == 0.5
+@pytest.mark.parametrize("dropout", ["attention_dropout", "embedding_dropout"])
+def test_tiny_policy_dropout_acts_in_training_only(tokenizer, dropout):
+    settings = {dropout: 0.5, "seed": 0, "attn_implementation": "eager"}
+    model = TinyQwen2Policy(**settings).build(tokenizer)
+    plain = TinyQwen2Policy(seed=0, attn_implementation="eager").build(tokenizer)
     ids = torch.arange(4, 12)[None]
     model.eval()
-    assert torch.equal(model(ids).logits, model(ids).logits)
+    assert torch.equal(model(ids).logits, plain.eval()(ids).logits)
     model.train()
     torch.manual_seed(0)
     assert not torch.equal(model(ids).logits, model(ids).logits)

@@ -3,6 +3,7 @@ config, whose vocabulary is exactly the tokenizer's (specials + the catalog's co
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -13,6 +14,11 @@ from transformers import (
 )
 
 from wpauc.models.vocabulary import check_vocabulary, set_special_token_ids
+
+
+def _dropout_output(module: nn.Module, inputs: tuple, output: torch.Tensor, rate: float):
+    """Forward hook: dropout on a module's output while the module trains."""
+    return nn.functional.dropout(output, rate, training=module.training)
 
 
 @dataclass
@@ -32,7 +38,9 @@ class TinyQwen2Policy:
     max_position_embeddings: int = 512
     """Longest sequence (prompt + code) the model is configured for."""
     attention_dropout: float = 0.0
-    """Dropout on the attention probabilities while training (Qwen2 has no other dropout)."""
+    """Dropout on the attention probabilities while training."""
+    embedding_dropout: float = 0.0
+    """Dropout on the token embeddings while training (Qwen2 itself has none there)."""
     rope_theta: float = 10000.0
     """Base of the rotary position embedding frequencies."""
     tie_word_embeddings: bool = True
@@ -53,10 +61,11 @@ class TinyQwen2Policy:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TinyQwen2Policy.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.attention_dropout < 1.0:
-            raise ValueError(
-                f"TinyQwen2Policy.attention_dropout must be in [0, 1), got {self.attention_dropout}"
-            )
+        for name in ("attention_dropout", "embedding_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"TinyQwen2Policy.{name} must be in [0, 1), got {getattr(self, name)}"
+                )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"TinyQwen2Policy.num_heads ({self.num_heads}) must divide hidden_size "
@@ -100,6 +109,10 @@ class TinyQwen2Policy:
                 torch.manual_seed(self.seed)
             model = AutoModelForCausalLM.from_config(
                 config, attn_implementation=self.attn_implementation, dtype=torch.float32
+            )
+        if self.embedding_dropout:
+            model.get_input_embeddings().register_forward_hook(
+                partial(_dropout_output, rate=self.embedding_dropout)
             )
         set_special_token_ids(model, tokenizer)
         if item_codes is not None:
