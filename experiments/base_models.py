@@ -26,8 +26,12 @@ from experiments.study import REPO
 
 OUT = REPO / "experiments" / "results" / "base_models"
 COLUMNS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "auc")
-SFT_ROWS = {"SFT, v1 recipe (first shipped)": RECIPES["v1"], "SFT, shipped recipe": []}
-"""SFT rows: overrides on top of the shipped `configs/<dataset>/sft.yaml`."""
+SFT_ROWS = {
+    "sft_v1": ("SFT, v1 recipe (first shipped)", RECIPES["v1"]),
+    "sft_shipped": ("SFT, shipped recipe", []),
+}
+"""SFT rows by key: label and overrides on top of the shipped `configs/<dataset>/sft.yaml`."""
+ROWS = ("counting", "sasrec", *SFT_ROWS)
 README_START = "<!-- base-model tables: written by `python -m experiments.base_models` -->"
 README_END = "<!-- end of base-model tables -->"
 
@@ -51,19 +55,25 @@ def sasrec_metrics(data, seed: int, refit: bool) -> dict:
     return sasrec_metrics(model, data.test, top_k=(1, 3, 5, 10, 20))
 
 
-def dataset_rows(dataset: str, seeds: list[int], refit: bool, out: Path) -> dict[str, list[dict]]:
-    """Every row's runs (one dict of test metrics per seed) on one dataset."""
+def dataset_rows(
+    dataset: str, keys: list[str], seeds: list[int], refit: bool, out: Path
+) -> dict[str, list[dict]]:
+    """The runs (one dict of test metrics per seed) of the rows `keys` on one dataset."""
     data = load_data(dataset)
     root = out / dataset
-    baselines = cached(root / "counting.json", lambda: baseline_metrics(data, [], refit=refit))
-    rows: dict[str, list[dict]] = {name: [metrics] for name, metrics in baselines.items()}
-    rows["SASRec"] = [
-        cached(root / f"sasrec_seed{seed}.json", lambda s=seed: sasrec_metrics(data, s, refit))
-        for seed in seeds
-    ]
+    rows: dict[str, list[dict]] = {}
+    if "counting" in keys:
+        counts = cached(root / "counting.json", lambda: baseline_metrics(data, [], refit=refit))
+        rows.update({name: [metrics] for name, metrics in counts.items()})
+    if "sasrec" in keys:
+        rows["SASRec"] = [
+            cached(root / f"sasrec_seed{seed}.json", lambda s=seed: sasrec_metrics(data, s, refit))
+            for seed in seeds
+        ]
     refit_flag = [f"--data.refit_on_valid={str(refit).lower()}"]
-    for label, overrides in SFT_ROWS.items():
-        slug = "sft_v1" if overrides else "sft_shipped"
+    for slug, (label, overrides) in SFT_ROWS.items():
+        if slug not in keys:
+            continue
         rows[label] = [
             train_and_test(
                 REPO / "configs" / dataset / "sft.yaml",
@@ -102,6 +112,7 @@ def main() -> None:
     )
     parser.add_argument("--datasets", nargs="+", default=["office", "industrial"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--refit", action="store_true", help="fit every row on train + valid")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--threads", type=int, default=1)
@@ -117,7 +128,9 @@ def main() -> None:
     command = "python -m experiments.base_models " + " ".join(sys.argv[1:])
     lines = [f"Produced by `{command}`.", ""]
     for dataset in args.datasets:
-        lines += table(dataset, dataset_rows(dataset, args.seeds, args.refit, out), args.refit)
+        lines += table(
+            dataset, dataset_rows(dataset, args.rows, args.seeds, args.refit, out), args.refit
+        )
     (out / "base_models.md").write_text("\n".join(lines))
     print("\n".join(lines))
     if args.readme:
