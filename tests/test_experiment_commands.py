@@ -1,0 +1,35 @@
+"""The recipe search and the base-model table: every recipe is a valid `wpauc fit` command
+line, and the table aggregates seeds as mean ± sample std."""
+
+import statistics
+
+import pytest
+import torch
+
+from experiments.base_models import COLUMNS, table
+from experiments.sft_recipes import RECIPES
+from wpauc.cli import run_cli
+from wpauc.schedules import WarmupCosine
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_parses_on_the_synthetic_config(name):
+    cli = run_cli(["--config=configs/synthetic/sft.yaml", *RECIPES[name]], run=False)
+    policy = cli.model.policy_builder
+    assert policy.hidden_size == (128 if "w128" in name else 64)
+    assert policy.num_layers == (4 if "_l4" in name else 2)
+    has_schedule = cli.model.scheduler_factory is not None
+    assert has_schedule == ("cosine" in name)
+    if has_schedule:
+        optimizer = cli.model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+        assert isinstance(cli.model.scheduler_factory(optimizer), WarmupCosine)
+
+
+def test_base_model_table_shows_mean_and_sample_std():
+    runs = [{column: value for column in COLUMNS} for value in (0.1, 0.2, 0.4)]
+    lines = table("toy", {"SASRec": runs, "popularity": runs[:1]}, refit=False)
+    assert lines[0].startswith("#### toy: fitted on train,")
+    sasrec = next(line for line in lines if line.startswith("| SASRec | 3 |"))
+    mean, std = statistics.mean([0.1, 0.2, 0.4]), statistics.stdev([0.1, 0.2, 0.4])
+    assert f"{mean:.4f} ± {std:.4f}" in sasrec
+    assert "| popularity | 1 | 0.1000 |" in "\n".join(lines)
