@@ -12,14 +12,19 @@ then times, on the first test contexts in batches of ``--batch-size``:
 - ``score_items`` + ``positive_ranks`` on the first ``--score-items-contexts`` of them, whose
   counts must equal the pruned ones exactly;
 - ``constrained_beam_search`` of ``--beams`` beams on the first ``--beam-contexts``;
+- ``exact_positive_ranks(rank_cap=--rank-cap)`` (``model.eval_rank_cap``: exact HR@K and
+  NDCG@K for K <= the cap, no AUC) on the first ``--capped-contexts`` (default: as many as
+  ``--contexts``), whose counts must equal the full ones below the cap and flag exactly the
+  contexts whose positive ``rank-cap`` items out-score;
 
 and reports the time per context, the ratios, the projected time of a full pass over the test
 split, the positive's rank (``ge``) distribution and the number of prefixes run per context
-(the pruned ranking's cost), beside the trie's inner nodes (``score_items``' cost).
+(the pruned ranking's cost, with and without the cap), beside the trie's inner nodes
+(``score_items``' cost).
 
     python benchmarks/bench_exact_ranks.py --threads 2                  # both codecs
     python benchmarks/bench_exact_ranks.py --codecs sid --train-seconds 60 --contexts 128 \\
-        --score-items-contexts 16 --beam-contexts 64 --name exact_ranks_smoke   # quick check
+        --score-items-contexts 16 8 --beam-contexts 64 --name exact_ranks_smoke   # quick check
 
 Prints the figures and writes benchmarks/results/<name>.json (default name: exact_ranks).
 """
@@ -98,6 +103,15 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--beam-contexts", type=int, default=256, help="contexts beam-searched")
     parser.add_argument("--beams", type=int, default=20, help="beam width")
+    parser.add_argument(
+        "--rank-cap", type=int, default=20, help="rank cap of the capped pruned ranking"
+    )
+    parser.add_argument(
+        "--capped-contexts",
+        type=int,
+        default=None,
+        help="contexts ranked with the cap (default: as many as --contexts; 0: all)",
+    )
     parser.add_argument(
         "--renormalize",
         action="store_true",
@@ -266,8 +280,10 @@ def bench_codec(codec: str, args: argparse.Namespace, scratch: Path) -> dict:
     contexts = num_test if args.contexts == 0 else min(args.contexts, num_test)
     scored = min(args.score_items_contexts[codec == "title"], contexts)
     beamed = min(args.beam_contexts, num_test)
+    capped_contexts = contexts if args.capped_contexts is None else args.capped_contexts
+    capped_contexts = num_test if capped_contexts == 0 else min(capped_contexts, num_test)
 
-    def pruned(batch):
+    def pruned(batch, rank_cap=None):
         return exact_positive_ranks(
             model,
             batch["input_ids"],
@@ -275,7 +291,11 @@ def bench_codec(codec: str, args: argparse.Namespace, scratch: Path) -> dict:
             trie,
             batch["target"],
             renormalize=args.renormalize,
+            rank_cap=rank_cap,
         )
+
+    def capped(batch):
+        return pruned(batch, args.rank_cap)
 
     def full(batch):
         scores = score_items(
@@ -297,13 +317,19 @@ def bench_codec(codec: str, args: argparse.Namespace, scratch: Path) -> dict:
     same = torch.equal(torch.cat([r.gt for r in table_ranks]).cpu(), gt[:scored]) and torch.equal(
         torch.cat([r.ge for r in table_ranks]).cpu(), ge[:scored]
     )
-    # the pruned time of the contexts score_items ran on, for a like-for-like ratio
+    # the pruned times of the contexts score_items ran on, for like-for-like ratios
     pruned_scored_s, _ = run_batches(datamodule, scored, args.batch_size, args.device, pruned)
+    capped_scored_s, _ = run_batches(datamodule, scored, args.batch_size, args.device, capped)
+    capped_s, capped_counts = run_batches(
+        datamodule, capped_contexts, args.batch_size, args.device, capped
+    )
     per_context = {
         "pruned_ms": 1e3 * pruned_s / contexts,
         "score_items_ms": 1e3 * full_s / scored,
         "pruned_on_score_items_contexts_ms": 1e3 * pruned_scored_s / scored,
         "beam_ms": 1e3 * beam_s / beamed,
+        "capped_ms": 1e3 * capped_s / capped_contexts,
+        "capped_on_score_items_contexts_ms": 1e3 * capped_scored_s / scored,
     }
     num_negatives = trie.num_items - 1
     return {
@@ -330,6 +356,50 @@ def bench_codec(codec: str, args: argparse.Namespace, scratch: Path) -> dict:
         "auc": round(float(1 - (gt + ge).double().mean() / (2 * num_negatives)), 4),
         "prefixes_run_per_context": quantiles(expansions.float()),
         "prefixes_run_by_rank": cost_by_rank(ge, expansions),
+        "capped": capped_summary(capped_counts, gt, ge, per_context, args.rank_cap, num_test),
+    }
+
+
+def capped_summary(
+    counts: list,
+    gt: torch.Tensor,
+    ge: torch.Tensor,
+    per_context: dict[str, float],
+    rank_cap: int,
+    num_test: int,
+) -> dict:
+    """The capped ranking's figures, and its counts checked against the full ones ``gt``,
+    ``ge`` on the contexts both ranked: exact below the cap, ``beyond_cap`` exactly where
+    ``rank_cap`` items beat the positive (so HR@K and NDCG@K for K <= the cap are equal)."""
+    beyond = torch.cat([c.beyond_cap for c in counts]).cpu()
+    capped_gt, capped_ge = (torch.cat([getattr(c, f) for c in counts]).cpu() for f in ("gt", "ge"))
+    expansions = torch.cat([c.expansions for c in counts]).cpu()
+    both = min(len(beyond), len(gt))
+    below = ~beyond[:both]
+    agrees = (
+        torch.equal(beyond[:both], gt[:both] >= rank_cap)
+        and torch.equal(capped_gt[:both][below], gt[:both][below])
+        and torch.equal(capped_ge[:both][below], ge[:both][below])
+    )
+    return {
+        "rank_cap": rank_cap,
+        "contexts": len(beyond),
+        "beyond_cap_share": round(float(beyond.float().mean()), 3),
+        "counts_agree_with_full_counts": agrees,
+        "contexts_checked": both,
+        "hr@10": round(float((~beyond & (capped_ge < 10)).float().mean()), 4),
+        "score_items_over_capped": round(
+            per_context["score_items_ms"] / per_context["capped_on_score_items_contexts_ms"], 2
+        ),
+        "pruned_over_capped": round(
+            per_context["pruned_on_score_items_contexts_ms"]
+            / per_context["capped_on_score_items_contexts_ms"],
+            2,
+        ),
+        "capped_over_beam": round(per_context["capped_ms"] / per_context["beam_ms"], 2),
+        "full_test_pass_minutes": round(per_context["capped_ms"] * num_test / 6e4, 1),
+        "prefixes_run_per_context": quantiles(expansions.float()),
+        "prefixes_run_beyond_cap": quantiles(expansions[beyond].float()) if beyond.any() else None,
     }
 
 
@@ -354,6 +424,14 @@ def main() -> None:
             f"(pruned / beam {results[codec]['pruned_over_beam']}x); full test pass "
             f"{results[codec]['full_test_pass_minutes']} min; median rank "
             f"{results[codec]['positive_rank_ge']['p50']}"
+        )
+        capped = results[codec]["capped"]
+        print(
+            f"{codec}: capped at {capped['rank_cap']}: {figures['capped_ms']:.1f} ms/context "
+            f"(score_items / capped {capped['score_items_over_capped']}x, capped / beam "
+            f"{capped['capped_over_beam']}x); full test pass {capped['full_test_pass_minutes']} "
+            f"min; {capped['beyond_cap_share']:.0%} beyond the cap; counts agree: "
+            f"{capped['counts_agree_with_full_counts']}"
         )
 
 

@@ -1,7 +1,8 @@
 """Threshold-pruned exact ranking (`exact_positive_ranks`) against the counts of the full
 score table (`positive_ranks(score_items(...))`): SID and title tries, ties made on purpose,
-renormalised scores, left padding, a positive ranked last, a batch of one, the censoring cap
-and the second pass when the first threshold was too high."""
+renormalised scores, left padding, a positive ranked last, a batch of one, the censoring cap,
+the second pass when the first threshold was too high, and the rank cap (HR@K / NDCG@K exact
+at beam-search cost)."""
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from tests.test_decoding import (
     title_codes,
 )
 from wpauc.decoding import ItemTrie, exact_positive_ranks, pruned_ranking, score_items
-from wpauc.metrics import positive_ranks
+from wpauc.metrics import RankingMetrics, positive_ranks
 
 
 def mixed_length_sids(num_items: int, seed: int) -> list[list[int]]:
@@ -245,6 +246,8 @@ def test_bad_arguments_raise():
         exact_positive_ranks(model, input_ids, attention_mask, trie, torch.tensor([0, 20]))
     with pytest.raises(ValueError, match="max_expansions=0 must be positive"):
         exact_positive_ranks(model, input_ids, attention_mask, trie, target, max_expansions=0)
+    with pytest.raises(ValueError, match="rank_cap=0 must be positive"):
+        exact_positive_ranks(model, input_ids, attention_mask, trie, target, rank_cap=0)
     with pytest.raises(ValueError, match="chunk_size=0 must be positive"):
         exact_positive_ranks(model, input_ids, attention_mask, trie, target, chunk_size=0)
     with pytest.raises(ValueError, match=r"left-padded.*rows \[1\]"):
@@ -253,3 +256,150 @@ def test_bad_arguments_raise():
         model.get_output_embeddings().weight.fill_(torch.nan)
     with pytest.raises(ValueError, match=r"positive of row 0 \(item 0\) has score nan"):
         exact_positive_ranks(model, input_ids, attention_mask, trie, target)
+
+
+def capped_metrics_equal_full_ones(counts, scores, target, cap: int) -> None:
+    """HR@K and NDCG@K (K <= cap) from the capped counts equal those of the score table."""
+    top_k = sorted({1, max(cap // 2, 1), cap})
+    capped, full = RankingMetrics(top_k, rank_cap=cap), RankingMetrics(top_k)
+    capped.update_ranks(counts.gt, counts.ge, scores.shape[1] - 1, counts.beyond_cap)
+    full.update(scores, target)
+    expected = {name: value for name, value in full.compute().items() if name != "auc"}
+    results = capped.compute()
+    assert list(results) == list(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(results[name], value, rtol=0, atol=0, msg=name)
+
+
+def assert_capped_counts(counts, expected, cap: int) -> None:
+    """Exact counts below the cap; beyond it exactly where ``cap`` items beat the positive,
+    with lower bounds of at least ``cap``."""
+    beyond = counts.beyond_cap
+    assert torch.equal(beyond, expected.gt >= cap)
+    assert torch.equal(counts.gt[~beyond], expected.gt[~beyond])
+    assert torch.equal(counts.ge[~beyond], expected.ge[~beyond])
+    assert (counts.gt[beyond] >= cap).all() and (counts.gt[beyond] <= expected.gt[beyond]).all()
+    assert (counts.ge[beyond] >= counts.gt[beyond]).all()
+    assert (counts.ge[beyond] <= expected.ge[beyond]).all()
+    assert not counts.censored.any()
+
+
+@pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renormalized"])
+@pytest.mark.parametrize("catalog", sorted(CATALOGS))
+def test_rank_cap_resolves_ranks_below_the_cap_and_flags_the_others(catalog, renormalize):
+    """Every item as the positive of every prompt, caps 1, 5 and 12: the counts are exact
+    where fewer than ``cap`` items beat the positive, ``beyond_cap`` exactly elsewhere, the
+    HR@K / NDCG@K (K <= cap) those of the full score table, and no context costs more than
+    its full count."""
+    model = tiny_model()
+    codes = CATALOGS[catalog]()
+    trie = ItemTrie.from_codes(codes)
+    input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
+    scores = score_items(model, input_ids, attention_mask, trie, renormalize=renormalize)
+    num_prompts = len(PROMPT_LENGTHS)
+    for cap in (1, 5, 12):
+        beyond = []
+        for first in range(0, len(codes), num_prompts):
+            target = (first + torch.arange(num_prompts)) % len(codes)
+            counts = exact_positive_ranks(
+                model, input_ids, attention_mask, trie, target, renormalize, rank_cap=cap
+            )
+            full = exact_positive_ranks(model, input_ids, attention_mask, trie, target, renormalize)
+            assert_capped_counts(counts, positive_ranks(scores, target), cap)
+            capped_metrics_equal_full_ones(counts, scores, target, cap)
+            torch.testing.assert_close(counts.positive_scores, full.positive_scores)
+            assert (counts.expansions <= full.expansions).all()
+            beyond.append(counts.beyond_cap)
+        beyond = torch.cat(beyond)
+        assert beyond.any() and not beyond.all()  # ranks on both sides of the cap
+
+
+def peaked_model(step: float):
+    """The test model with a logit bias of ``-step * (token % 8)``: each SID level's next
+    token is far likelier than the next one, as after training, so item scores spread out."""
+    model = tiny_model()
+    head = model.get_output_embeddings()
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.copy_(-step * (torch.arange(head.out_features) % 8).float())
+    model.lm_head = biased
+    return model
+
+
+def test_a_positive_beyond_the_cap_costs_the_prefixes_above_the_cap_only():
+    """Median and last-ranked positives of a model whose scores spread out: the full count
+    runs nearly every inner node, the capped one only those above the 5th item (and the
+    positive's own)."""
+    model = peaked_model(2.0)
+    trie = ItemTrie.from_codes(sid_codes(400, seed=11))
+    input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
+    scores = score_items(model, input_ids, attention_mask, trie)
+    inner_nodes = int((trie.node_item < 0).sum()) - 1
+    for target in (scores.argsort(dim=1)[:, 200], scores.argmin(dim=1)):
+        full = exact_positive_ranks(model, input_ids, attention_mask, trie, target)
+        capped = exact_positive_ranks(model, input_ids, attention_mask, trie, target, rank_cap=5)
+        assert capped.beyond_cap.all()
+        assert (full.expansions > inner_nodes * 0.9).all()
+        assert (capped.expansions < inner_nodes * 0.25).all()
+
+
+@pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renormalized"])
+def test_rank_cap_with_ties_at_the_cap(renormalize):
+    """All logits 0: raw scores tie across every title of one length (renormalised ones
+    wherever the branching is equal), so the cap's item, found by the beam search, ties with
+    many others and with the positive. A cap at, inside or just past a tie group still gives
+    ``beyond_cap == (gt >= cap)`` and exact counts below it."""
+    model = tie_model([], constant=True)
+    codes = title_codes(40, seed=15)
+    trie = ItemTrie.from_codes(codes)
+    input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
+    scores = score_items(model, input_ids, attention_mask, trie, renormalize=renormalize)
+    tied_positives = 0
+    for item in range(0, len(codes), 3):
+        target = torch.full((len(PROMPT_LENGTHS),), item)
+        expected = positive_ranks(scores, target)
+        gt, ge = int(expected.gt[0]), int(expected.ge[0])
+        tied_positives += ge > gt
+        for cap in sorted({gt, gt + 1, ge, ge + 1} - {0}):
+            counts = exact_positive_ranks(
+                model, input_ids, attention_mask, trie, target, renormalize, rank_cap=cap
+            )
+            assert_capped_counts(counts, expected, cap)
+            if cap <= len(codes) - 1:
+                capped_metrics_equal_full_ones(counts, scores, target, cap)
+    assert tied_positives >= 5
+
+
+def test_rank_cap_of_the_catalog_size_or_more_changes_nothing():
+    model = tiny_model()
+    codes = sid_codes(20, seed=19)
+    trie = ItemTrie.from_codes(codes)
+    input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
+    target = torch.tensor([0, 5, 11, 19])
+    full = exact_positive_ranks(model, input_ids, attention_mask, trie, target)
+    for cap in (len(codes), len(codes) + 7):
+        capped = exact_positive_ranks(model, input_ids, attention_mask, trie, target, rank_cap=cap)
+        assert not capped.beyond_cap.any()
+        for field in ("gt", "ge", "expansions"):
+            assert torch.equal(getattr(capped, field), getattr(full, field))
+
+
+def test_a_cap_score_above_the_true_one_is_caught_and_ranked_without_the_cap(monkeypatch):
+    """Were the beam search's score too high (noise between it and the walk beyond the
+    margin), the walk would find fewer than ``cap`` items at or above the threshold: the
+    context is ranked again below the positive, so the counts stay exact."""
+    model = tiny_model()
+    trie = ItemTrie.from_codes(title_codes(40, seed=18))
+    input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
+    target = torch.tensor([1, 7, 20, 33])
+    expected, _ = reference_counts(model, input_ids, attention_mask, trie, target)
+    cap = 3
+    honest = exact_positive_ranks(model, input_ids, attention_mask, trie, target, rank_cap=cap)
+    reached = pruned_ranking._score_reached_by_cap
+    monkeypatch.setattr(
+        pruned_ranking, "_score_reached_by_cap", lambda *args: reached(*args) + 50.0
+    )
+    counts = exact_positive_ranks(model, input_ids, attention_mask, trie, target, rank_cap=cap)
+    assert_capped_counts(counts, expected, cap)
+    assert (counts.expansions >= honest.expansions).all()

@@ -381,3 +381,46 @@ def test_update_ranks_counts_as_an_update_for_torchmetrics():
         warnings.simplefilter("error")  # "compute called before update" would raise
         values = metrics.compute()
     assert values["hr@1"].item() == pytest.approx(0.5)
+
+
+def test_capped_counts_give_exact_hit_rate_and_ndcg_and_no_auc():
+    """Counts cut at rank 5 (users out-scored by >= 5 negatives keep only lower bounds >= 5)
+    give the HR@K / NDCG@K (K <= 5) of the full counts; AUC and WPAUC are not computed."""
+    cap, top_k = 5, (1, 3, 5)
+    full = RankingMetrics(top_k=top_k, windows=[(0.0, 0.1)])
+    capped = RankingMetrics(top_k=top_k, rank_cap=cap, prefix="val/")
+    for seed in range(3):
+        scores, target = make_batch(ties=seed != 1, seed=seed, num_users=12)
+        full.update(scores, target)
+        ranks = positive_ranks(scores, target)
+        beyond = ranks.gt >= cap
+        assert beyond.any() and not beyond.all()
+        # any lower bounds >= cap do: the true counts halved towards the cap
+        gt = torch.where(beyond, torch.maximum((ranks.gt + cap) // 2, torch.tensor(cap)), ranks.gt)
+        capped.update_ranks(gt, torch.where(beyond, gt, ranks.ge), NUM_ITEMS - 1, beyond)
+    expected, results = full.compute(), capped.compute()
+    assert list(results) == [f"val/{name}@{k}" for name in ("hr", "ndcg") for k in top_k]
+    for name, value in results.items():
+        torch.testing.assert_close(value, expected[name.removeprefix("val/")], rtol=0, atol=0)
+
+
+def test_capped_counts_are_refused_where_they_would_give_a_wrong_metric():
+    gt, ge = torch.tensor([0, 7]), torch.tensor([1, 9])
+    beyond = torch.tensor([False, True])
+    with pytest.raises(
+        ValueError, match=r"1 users are beyond a rank cap .* \(AUC and WPAUC need every count\)"
+    ):
+        RankingMetrics(top_k=[5]).update_ranks(gt, ge, NUM_ITEMS - 1, beyond)
+    with pytest.raises(ValueError, match="beyond a rank cap"):
+        HitRate(5).update_ranks(gt, ge, NUM_ITEMS - 1, beyond)
+    RankingMetrics(top_k=[5]).update_ranks(gt, ge, NUM_ITEMS - 1, torch.zeros(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"row 1 is beyond the cap with gt=7 < rank_cap=10"):
+        RankingMetrics(top_k=[5], rank_cap=10).update_ranks(gt, ge, NUM_ITEMS - 1, beyond)
+    with pytest.raises(ValueError, match="beyond_cap must be a bool tensor shaped like gt"):
+        RankingMetrics(top_k=[5], rank_cap=5).update_ranks(gt, ge, NUM_ITEMS - 1, beyond.long())
+    with pytest.raises(ValueError, match="rank_cap=5 is below K=10 of top_k"):
+        RankingMetrics(top_k=[1, 10], rank_cap=5)
+    with pytest.raises(ValueError, match="WPAUC needs every count"):
+        RankingMetrics(top_k=[5], windows=[(0.0, 0.1)], rank_cap=5)
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        RankingMetrics(top_k=[5], rank_cap=0)

@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from wpauc.cli import run_cli
-from wpauc.decoding import constrained_beam_search
+from wpauc.decoding import constrained_beam_search, score_items
+from wpauc.metrics import RankingMetrics
 from wpauc.objectives import PolicyLoss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,6 +184,48 @@ def test_beam_protocol_reports_only_hit_rate_and_ndcg(tmp_path):
     assert "test/hr@10" in logged and "test/auc" not in logged
 
 
+def test_rank_cap_logs_exact_hit_rate_and_ndcg_and_no_auc(tmp_path):
+    """With model.eval_rank_cap the HR@K and NDCG@K logged are those of the full score table;
+    AUC and WPAUC are not logged."""
+    cli = run_cli(
+        tiny_args(
+            tmp_path,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--test_after_fit=false",
+            "--model.eval_rank_cap=20",
+        )
+    )
+    module, datamodule = cli.model, cli.datamodule
+    results = cli.trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    assert not any("auc" in key for key in results)  # nor wpauc@...
+    ranks = torch.cat(module.evaluation_ranks)
+    assert ranks.eq(20).any() and ranks.lt(20).any() and ranks.le(20).all()
+    oracle = RankingMetrics(top_k=module.hparams.eval_top_k, prefix="val/")
+    for batch in datamodule.val_dataloader():
+        scores = score_items(
+            module.policy, batch["input_ids"], batch["attention_mask"], module.trie
+        )
+        oracle.update(scores, batch["target"])
+    expected = {key: float(value) for key, value in oracle.compute().items() if "auc" not in key}
+    assert {key for key in results if "@" in key} == set(expected)
+    for key, value in expected.items():
+        assert results[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_rank_cap_is_refused_under_the_beam_protocol(tmp_path):
+    with pytest.raises(ValueError, match="model.eval_rank_cap applies to the exact protocol"):
+        run_cli(
+            tiny_args(
+                tmp_path,
+                "--model.eval_protocol=beam",
+                "--model.eval_num_beams=20",
+                "--model.eval_rank_cap=20",
+                "--trainer.max_epochs=1",
+            )
+        )
+
+
 def final_weights(cli) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in cli.model.policy.state_dict().items()}
 
@@ -235,6 +278,8 @@ def test_non_finite_loss_names_the_step_and_the_term(tmp_path, monkeypatch):
         ("--model.objective.init_args.target_k=0", "target_k"),
         ("--model.loss.epsilon=1.5", "epsilon"),
         ("--model.eval_protocol=sampled", "eval_protocol"),
+        ("--model.eval_rank_cap=10", "eval_rank_cap"),  # below eval_top_k's 20
+        ("--model.eval_rank_cap=0", "eval_rank_cap"),
     ],
 )
 def test_invalid_settings_fail_at_config_time_naming_the_key(tmp_path, capsys, override, key):

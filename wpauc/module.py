@@ -27,7 +27,7 @@ from wpauc.decoding import (
     constrained_beam_search,
     score_items,
 )
-from wpauc.evaluation import PROTOCOLS, positive_counts
+from wpauc.evaluation import check_evaluation_settings, metrics_rank_cap, positive_counts
 from wpauc.metrics import RankingMetrics
 from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
 from wpauc.models.provenance import (
@@ -74,6 +74,12 @@ class RecommenderModule(L.LightningModule):
             report (HR@K and NDCG@K only; AUC and WPAUC need the full ranking).
         eval_num_beams: Beam width of the beam protocol and of ``predict``.
         eval_top_k: The K of the reported HR@K and NDCG@K.
+        eval_rank_cap: Exact protocol only: resolve each positive's rank only below this
+            cap (an integer >= every K of ``eval_top_k``): HR@K and NDCG@K stay exact, at the
+            cost of the prefixes scoring above the cap's item whatever the positive's rank
+            (on the Office SIDs 5x less than the full count); AUC and WPAUC
+            (``eval_windows``, the objective's window) need every count and are then not
+            reported, as under the beam protocol. ``None``: full exact counts, every metric.
         eval_windows: FPR windows ``(alpha, d)`` of the reported WPAUC values (logged as
             ``wpauc@[alpha,alpha+d]``); a TAWin objective's own window is added to them.
         renormalize: Score items by log-probs renormalised over the allowed continuations
@@ -100,16 +106,14 @@ class RecommenderModule(L.LightningModule):
         eval_protocol: str = "exact",
         eval_num_beams: int = 20,
         eval_top_k: Sequence[int] = (1, 3, 5, 10, 20),
+        eval_rank_cap: int | None = None,
         eval_windows: Sequence[tuple[float, float]] = ((0.0, 0.01), (0.0, 0.05)),
         renormalize: bool = False,
         diagnostic_samples: int = 256,
         rollout_seed: int = 0,
     ):
         super().__init__()
-        if eval_protocol not in PROTOCOLS:
-            raise ValueError(
-                f"model.eval_protocol must be 'exact' or 'beam', got {eval_protocol!r}"
-            )
+        check_evaluation_settings(eval_protocol, eval_num_beams, eval_top_k, eval_rank_cap)
         if sft_epochs < 0:
             raise ValueError(f"model.sft_epochs must be >= 0, got {sft_epochs}")
         if rl_learning_rate is not None and rl_learning_rate <= 0:
@@ -119,12 +123,6 @@ class RecommenderModule(L.LightningModule):
                 "model.rl_learning_rate cannot be combined with model.scheduler: the scheduler"
                 " sets the learning rate at every step and would replace it. Leave"
                 " model.rl_learning_rate null and give the RL stage its rate in the schedule"
-            )
-        if eval_protocol == "beam" and max(eval_top_k) > eval_num_beams:
-            raise ValueError(
-                f"model.eval_top_k holds K={max(eval_top_k)} > "
-                f"model.eval_num_beams={eval_num_beams}: the beam protocol cannot rank past "
-                "its beams"
             )
         self.save_hyperparameters(ignore=["policy", "objective", "loss", "optimizer", "scheduler"])
         self.policy_builder = policy if policy is not None else TinyQwen2Policy()
@@ -139,7 +137,8 @@ class RecommenderModule(L.LightningModule):
         self.val_metrics: RankingMetrics | None = None
         self.test_metrics: RankingMetrics | None = None
         self.evaluation_ranks: list[torch.Tensor] = []
-        """Positive ranks (``ge``) of the current validation/test epoch, for the callbacks."""
+        """Positive ranks (``ge``) of the current validation/test epoch, for the callbacks
+        (``eval_rank_cap`` where the rank is only known to be at least the cap)."""
         self.last_group: Group | None = None
         """The last RL step's groups, for the callbacks."""
         self.val_diagnostics = torch.nn.ModuleDict({name: MeanMetric() for name in DIAGNOSTICS})
@@ -172,13 +171,16 @@ class RecommenderModule(L.LightningModule):
                 self.objective.check_catalog(self.trie.num_items)
             except ValueError as error:
                 raise ValueError(f"model.objective: {error}") from None
-        windows = self._evaluation_windows(self.trie.num_items - 1)
+        rank_cap = metrics_rank_cap(
+            self.hparams.eval_protocol, self.hparams.eval_num_beams, self.hparams.eval_rank_cap
+        )
+        windows = [] if rank_cap is not None else self._evaluation_windows(self.trie.num_items - 1)
         top_k = list(self.hparams.eval_top_k)
         try:
-            self.val_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="val/")
+            self.val_metrics = RankingMetrics(top_k, windows, "val/", rank_cap)
         except ValueError as error:
             raise ValueError(f"model.eval_top_k / model.eval_windows: {error}") from None
-        self.test_metrics = RankingMetrics(top_k=top_k, windows=windows, prefix="test/")
+        self.test_metrics = RankingMetrics(top_k, windows, "test/", rank_cap)
         if self.hparams.init_from:
             self.load_policy_weights(self.hparams.init_from)
         if self.objective is not None and self.loss.beta > 0:
@@ -378,15 +380,16 @@ class RecommenderModule(L.LightningModule):
         )
 
     def _evaluation_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
-        gt, ge = positive_counts(
+        gt, ge, beyond_cap = positive_counts(
             self.policy,
             batch,
             self.trie,
             self.hparams.eval_protocol,
             self.hparams.eval_num_beams,
             self.hparams.renormalize,
+            self.hparams.eval_rank_cap,
         )
-        metrics.update_ranks(gt, ge, self.trie.num_items - 1)
+        metrics.update_ranks(gt, ge, self.trie.num_items - 1, beyond_cap)
         # ge = negatives scoring at least the positive: its 0-based rank, ties against it.
         self.evaluation_ranks.append(ge.cpu())
 
@@ -427,8 +430,6 @@ class RecommenderModule(L.LightningModule):
     def _end_evaluation(self, metrics: RankingMetrics) -> None:
         values = metrics.compute()
         metrics.reset()
-        if self.hparams.eval_protocol == "beam":
-            values = {k: v for k, v in values.items() if "/hr@" in k or "/ndcg@" in k}
         # Values are already global (summed states); sync_dist only averages identical numbers.
         self.log_dict(values, sync_dist=True)
 

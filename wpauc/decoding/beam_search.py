@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from wpauc.decoding.shared_prefix import (
+    EncodedPrompts,
+    cache_from,
     check_fits_model,
     check_prompts,
     edge_log_probs,
@@ -68,40 +70,51 @@ def constrained_beam_search(
         )
     lengths = check_prompts(input_ids, attention_mask)
     check_fits_model(model, lengths, trie.max_code_length, trie.max_token_id)
-    trie = trie.to(input_ids.device)
-    batch_size, prompt_width = input_ids.shape
-    device = input_ids.device
     with torch.no_grad(), eval_mode(model):
         prompts = encode_prompts(model, input_ids, attention_mask)
-        logits = prompts.last_logits
-        beams = _Beams(
-            nodes=torch.zeros(batch_size, 1, dtype=torch.long, device=device),
-            scores=torch.zeros(batch_size, 1, device=device),
-            finished_items=torch.full((batch_size, num_beams), -1, device=device),
-            finished_scores=torch.full((batch_size, num_beams), -torch.inf, device=device),
-            done=torch.zeros(batch_size, dtype=torch.bool, device=device),
+        return beam_search_on_prompts(
+            model, prompts, trie.to(input_ids.device), num_beams, renormalize
         )
-        # cache positions of each running beam's generated tokens, oldest first
-        beam_slots = torch.zeros(batch_size, 1, 0, dtype=torch.long, device=device)
-        new_slots = torch.arange(num_beams, device=device)
-        for step in range(trie.max_code_length):
-            beams, parents = _beam_step(trie, logits, beams, num_beams, renormalize)
-            if step + 1 == trie.max_code_length or bool(beams.done.all()):
-                break
-            cached = prompt_width + step * num_beams
-            inherited = beam_slots.flatten(0, 1)[parents].view(batch_size, num_beams, step)
-            beam_slots = torch.cat(
-                [inherited, (cached + new_slots)[None, :, None].expand(batch_size, -1, -1)], dim=2
-            )
-            visible = torch.zeros(
-                batch_size, num_beams, cached + num_beams, dtype=torch.bool, device=device
-            )
-            visible[:, :, :prompt_width] = prompt_visibility(prompts, num_beams)
-            visible.scatter_(2, beam_slots, True)
-            # dead beams run a dummy token too (the batch stays rectangular); it is never used
-            tokens = trie.node_token[beams.nodes].clamp(min=0)
-            positions = (prompts.lengths[:, None] + step).expand(batch_size, num_beams)
-            logits = tree_forward(model, prompts.cache, tokens, positions, visible).flatten(0, 1)
+
+
+def beam_search_on_prompts(
+    model: nn.Module, prompts: EncodedPrompts, trie: ItemTrie, num_beams: int, renormalize: bool
+) -> tuple[Tensor, Tensor]:
+    """:func:`constrained_beam_search` on prompts already encoded (by a caller that checked
+    them, put the trie on their device and runs without gradients); the search runs on its own
+    cache, so ``prompts`` can serve other searches afterwards."""
+    batch_size, prompt_width = prompts.attention_mask.shape
+    device = prompts.attention_mask.device
+    cache = cache_from(model, prompts.keys, prompts.values)
+    logits = prompts.last_logits
+    beams = _Beams(
+        nodes=torch.zeros(batch_size, 1, dtype=torch.long, device=device),
+        scores=torch.zeros(batch_size, 1, device=device),
+        finished_items=torch.full((batch_size, num_beams), -1, device=device),
+        finished_scores=torch.full((batch_size, num_beams), -torch.inf, device=device),
+        done=torch.zeros(batch_size, dtype=torch.bool, device=device),
+    )
+    # cache positions of each running beam's generated tokens, oldest first
+    beam_slots = torch.zeros(batch_size, 1, 0, dtype=torch.long, device=device)
+    new_slots = torch.arange(num_beams, device=device)
+    for step in range(trie.max_code_length):
+        beams, parents = _beam_step(trie, logits, beams, num_beams, renormalize)
+        if step + 1 == trie.max_code_length or bool(beams.done.all()):
+            break
+        cached = prompt_width + step * num_beams
+        inherited = beam_slots.flatten(0, 1)[parents].view(batch_size, num_beams, step)
+        beam_slots = torch.cat(
+            [inherited, (cached + new_slots)[None, :, None].expand(batch_size, -1, -1)], dim=2
+        )
+        visible = torch.zeros(
+            batch_size, num_beams, cached + num_beams, dtype=torch.bool, device=device
+        )
+        visible[:, :, :prompt_width] = prompt_visibility(prompts, num_beams)
+        visible.scatter_(2, beam_slots, True)
+        # dead beams run a dummy token too (the batch stays rectangular); it is never used
+        tokens = trie.node_token[beams.nodes].clamp(min=0)
+        positions = (prompts.lengths[:, None] + step).expand(batch_size, num_beams)
+        logits = tree_forward(model, cache, tokens, positions, visible).flatten(0, 1)
     return beams.finished_items, beams.finished_scores
 
 

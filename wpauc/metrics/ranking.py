@@ -4,7 +4,8 @@
 Each ``update(scores [B, N], target [B])`` reduces the batch to one
 :class:`~wpauc.metrics.functional.PositiveRanks` and adds the per-user values to sum
 states, so the DDP result (states summed over processes) equals the single-process one.
-``update_ranks(gt, ge, num_negatives)`` adds a batch from those counts directly.
+``update_ranks(gt, ge, num_negatives)`` adds a batch from those counts directly, and
+``RankingMetrics(rank_cap=C)`` takes counts resolved only below rank C (HR@K and NDCG@K only).
 """
 
 from collections.abc import Callable, Sequence
@@ -62,7 +63,9 @@ class _MeanOverUsers(Metric):
         self.total += values.sum(dim=0)
         self.count += values.shape[0]
 
-    def update_ranks(self, gt: Tensor, ge: Tensor, num_negatives: int) -> None:
+    def update_ranks(
+        self, gt: Tensor, ge: Tensor, num_negatives: int, beyond_cap: Tensor | None = None
+    ) -> None:
         """Add the users of one batch from their positives' counts alone (e.g. from
         :func:`wpauc.decoding.exact_positive_ranks`, which never scores the whole catalog).
 
@@ -70,8 +73,31 @@ class _MeanOverUsers(Metric):
             gt: ``[B]`` integer: negatives scored strictly above each user's positive.
             ge: ``[B]`` integer: negatives scored at or above it (``gt`` + ties).
             num_negatives: ``n = N - 1``, the catalog size less the positive.
+            beyond_cap: ``[B]`` bool, users whose counts are only lower bounds at or past a rank
+                cap (``exact_positive_ranks(rank_cap=...)``); only a ``RankingMetrics`` built
+                with a ``rank_cap`` accepts them. ``None``: every count is exact.
+
+        Raises:
+            ValueError: impossible counts; capped counts this metric cannot use.
         """
+        if beyond_cap is not None and (
+            not isinstance(beyond_cap, Tensor)
+            or beyond_cap.dtype != torch.bool
+            or beyond_cap.shape != gt.shape
+        ):
+            raise ValueError(f"beyond_cap must be a bool tensor shaped like gt {list(gt.shape)}")
+        self._check_capped_counts(gt, beyond_cap)
         self.update(PositiveRanks(gt=gt, ge=ge, num_negatives=num_negatives))
+
+    def _check_capped_counts(self, gt: Tensor, beyond_cap: Tensor | None) -> None:
+        """Refuse counts cut at a rank cap: every metric here needs the exact counts."""
+        if beyond_cap is not None and bool(beyond_cap.any()):
+            raise ValueError(
+                f"{type(self).__name__} needs exact counts, but {int(beyond_cap.sum())} users are"
+                " beyond a rank cap (only lower bounds are known). Rank without a cap, or use"
+                " RankingMetrics(rank_cap=...), which reports HR@K and NDCG@K only (AUC and"
+                " WPAUC need every count)"
+            )
 
     def _means(self) -> Tensor:
         return self.total / self.count
@@ -156,6 +182,12 @@ class RankingMetrics(_MeanOverUsers):
     ``(alpha, d)`` with ``A = alpha`` and ``B = alpha + d`` printed with ``:g`` (e.g.
     ``(0.001, 0.002)`` -> ``wpauc@[0.001,0.003]``); every key starts with ``prefix``.
     Use: ``update(scores, target)`` per batch, then ``log_dict(compute())`` and ``reset()``.
+
+    With a ``rank_cap`` the counts may be cut at that rank (``update_ranks(...,
+    beyond_cap)``, e.g. from ``exact_positive_ranks(rank_cap=...)``): HR@K and NDCG@K for K <=
+    ``rank_cap`` stay exact, and AUC and WPAUC, which need every count, are not computed at all
+    (``compute()`` has only the ``hr@K`` and ``ndcg@K`` keys; asking for ``windows`` is an
+    error).
     """
 
     def __init__(
@@ -163,20 +195,38 @@ class RankingMetrics(_MeanOverUsers):
         top_k: Sequence[int] = (3, 5, 10),
         windows: Sequence[Sequence[float]] = (),
         prefix: str = "",
+        rank_cap: int | None = None,
         **kwargs: Any,
     ) -> None:
         """
         Args:
             top_k: cut-offs K for HR@K and NDCG@K (MiniOneRec reports 3, 5, 10).
-            windows: FPR windows as ``(alpha, d)`` pairs, one WPAUC each.
+            windows: FPR windows as ``(alpha, d)`` pairs, one WPAUC each (not with
+                ``rank_cap``).
             prefix: prepended to every key, e.g. ``"val/"``.
+            rank_cap: the rank at which counts may be cut (at least every K of ``top_k``):
+                HR@K and NDCG@K only. ``None``: exact counts only, and every metric.
             kwargs: torchmetrics ``Metric`` options.
         """
         top_k = [validate_top_k(k) for k in top_k]
-        names = [f"hr@{k}" for k in top_k] + [f"ndcg@{k}" for k in top_k] + ["auc"]
+        if rank_cap is not None:
+            rank_cap = validate_top_k(rank_cap)
+            if max(top_k, default=0) > rank_cap:
+                raise ValueError(
+                    f"rank_cap={rank_cap} is below K={max(top_k)} of top_k: HR@K and NDCG@K are"
+                    " only exact for K <= rank_cap"
+                )
+            if windows:
+                raise ValueError(
+                    f"windows {list(windows)} with rank_cap={rank_cap}: WPAUC needs every count,"
+                    " which counts cut at a rank cap do not give"
+                )
+        names = [f"hr@{k}" for k in top_k] + [f"ndcg@{k}" for k in top_k]
         per_user: list[PerUserMetric] = [partial(hit_rate_from_ranks, k=k) for k in top_k]
         per_user += [partial(ndcg_from_ranks, k=k) for k in top_k]
-        per_user.append(auc_from_ranks)
+        if rank_cap is None:
+            names.append("auc")
+            per_user.append(auc_from_ranks)
         for index, window in enumerate(windows):
             if (
                 isinstance(window, (str, bytes))
@@ -191,8 +241,25 @@ class RankingMetrics(_MeanOverUsers):
         if duplicates:
             raise ValueError(f"top_k and windows give duplicate metrics: {duplicates}")
         super().__init__(per_user, **kwargs)
+        self.rank_cap = rank_cap
+        """Rank at which counts may be cut (``None``: exact counts only)."""
         self.names = tuple(prefix + name for name in names)
         """The keys of ``compute()``, in order."""
+
+    def _check_capped_counts(self, gt: Tensor, beyond_cap: Tensor | None) -> None:
+        """Without a cap, refuse capped counts; with one, a user beyond it must have
+        ``gt >= rank_cap``, so that every HR@K and NDCG@K computed from its bounds is 0."""
+        if self.rank_cap is None or beyond_cap is None:
+            super()._check_capped_counts(gt, beyond_cap)
+            return
+        short = beyond_cap & (gt < self.rank_cap)
+        if short.any():
+            row = int(short.nonzero()[0, 0])
+            raise ValueError(
+                f"ranks row {row} is beyond the cap with gt={int(gt[row])} < rank_cap="
+                f"{self.rank_cap}: its HR@K and NDCG@K would not be exact (counts cut at a "
+                "smaller cap?)"
+            )
 
     def compute(self) -> dict[str, Tensor]:
         """Each metric's mean over all users seen (all processes under DDP), by key."""
