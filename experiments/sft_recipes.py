@@ -62,6 +62,13 @@ RECIPES: dict[str, list[str]] = {
         "--model.policy.init_args.embedding_dropout=0.2",
     ],
     "w128_wd_cosine": [*V1, *WIDE, *DECAY],
+    "w128_dropout_wd_cosine": [
+        *V1,
+        *WIDE,
+        *DECAY,
+        "--model.policy.init_args.attention_dropout=0.1",
+        "--model.policy.init_args.embedding_dropout=0.2",
+    ],
     "w128_l4_wd_cosine": [*V1, *WIDE, *DECAY, "--model.policy.init_args.num_layers=4"],
 }
 """Candidate recipes by name: overrides applied in order (a later flag wins)."""
