@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from experiments.base_models import COLUMNS, table
-from experiments.sft_recipes import RECIPES
+from experiments.sft_recipes import RECIPES, SHIPPED_RECIPE
 from wpauc.cli import run_cli
 from wpauc.schedules import WarmupCosine
 
@@ -33,3 +33,11 @@ def test_base_model_table_shows_mean_and_sample_std():
     mean, std = statistics.mean([0.1, 0.2, 0.4]), statistics.stdev([0.1, 0.2, 0.4])
     assert f"{mean:.4f} ± {std:.4f}" in sasrec
     assert "| popularity | 1 | 0.1000 |" in "\n".join(lines)
+
+
+@pytest.mark.parametrize("dataset", ["office", "industrial"])
+def test_the_shipped_sft_configs_are_the_chosen_recipe(dataset):
+    config = f"--config=configs/{dataset}/sft.yaml"
+    shipped = run_cli([config], run=False).config.as_dict()
+    chosen = run_cli([config, *RECIPES[SHIPPED_RECIPE]], run=False).config.as_dict()
+    assert shipped == chosen
