@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from experiments.run_experiments import baseline_metrics, load_data, summarise, train_and_test
 from experiments.sft_recipes import RECIPES
-from experiments.study import REPO
+from experiments.study import REPO, set_up_process
 
 OUT = REPO / "experiments" / "results" / "base_models"
 COLUMNS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "auc")
@@ -119,11 +118,7 @@ def main() -> None:
     parser.add_argument("--readme", action="store_true", help="also update README.md")
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.chdir(REPO)  # configs name their data relative to the repository
-    os.environ.setdefault("WPAUC_DATA", str(REPO.parent / "shared" / "data"))
+    set_up_process(args.threads)
     out = args.out / ("refit" if args.refit else "train_only")
     command = "python -m experiments.base_models " + " ".join(sys.argv[1:])
     lines = [f"Produced by `{command}`.", ""]

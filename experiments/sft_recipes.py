@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from experiments.study import REPO, read_curves
+from experiments.study import REPO, finished_result, read_curves, set_up_process
 
 OUT = REPO / "experiments" / "results" / "sft_recipes"
 
@@ -89,11 +87,8 @@ def run_recipe(dataset: str, name: str, seed: int, args) -> dict:
     from wpauc.cli import run_cli
 
     run_dir = args.out / dataset / f"{name}_seed{seed}"
-    result_file = run_dir / "result.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())
-    if run_dir.exists():  # an interrupted run starts again from scratch
-        shutil.rmtree(run_dir)
+    if (finished := finished_result(run_dir)) is not None:
+        return finished
     start = time.perf_counter()
     run_cli(
         [
@@ -130,7 +125,7 @@ def run_recipe(dataset: str, name: str, seed: int, args) -> dict:
         "curves": curves,
         "seconds": time.perf_counter() - start,
     }
-    result_file.write_text(json.dumps(result, indent=1))
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -174,11 +169,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only write the table")
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.chdir(REPO)  # configs name their data relative to the repository
-    os.environ.setdefault("WPAUC_DATA", str(REPO.parent / "shared" / "data"))
+    set_up_process(args.threads)
     if not args.report:
         for seed in args.seeds:
             for name in args.recipes:

@@ -123,16 +123,25 @@ def run_name(name: str, lr: float, beta: float, seed: int) -> str:
     return f"{name}_lr{lr:g}{anchor}_seed{seed}"
 
 
+def finished_result(run_dir: Path) -> dict | None:
+    """The run's `result.json` if it finished; otherwise None, its folder cleared (an
+    interrupted run starts again from scratch)."""
+    result_file = run_dir / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return None
+
+
 def run_one(dataset: str, name: str, objective: dict | None, lr: float, seed: int, args) -> dict:
     """Fit, test the best checkpoint on the full test split, save curves and metrics."""
     from wpauc.cli import run_cli
 
     run_dir = args.out / dataset / run_name(name, lr, args.beta, seed)
     result_file = run_dir / "result.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())
-    if run_dir.exists():  # an interrupted run starts again from scratch
-        shutil.rmtree(run_dir)
+    if (finished := finished_result(run_dir)) is not None:
+        return finished
     start = time.perf_counter()
     fit_args = cli_args(dataset, run_dir, objective, lr, seed, args)
     run_cli(["fit", *fit_args])
@@ -196,6 +205,17 @@ def start_point(dataset: str, args) -> dict:
     return metrics
 
 
+def set_up_process(threads: int) -> None:
+    """What every experiment command does first: torch's thread count, the repository as the
+    working folder (configs name their data relative to it) and the data folder."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.chdir(REPO)
+    # the real data sets live beside the repository on the machine these studies ran on
+    os.environ.setdefault("WPAUC_DATA", str(REPO.parent / "shared" / "data"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,12 +234,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only write tables and plots")
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.chdir(REPO)  # configs name their data relative to the repository
-    # the real data sets live beside the repository on the machine this study ran on
-    os.environ.setdefault("WPAUC_DATA", str(REPO.parent / "shared" / "data"))
+    set_up_process(args.threads)
     if args.report:
         from experiments.study_report import write_study_report
 
