@@ -35,10 +35,13 @@ README_START = "<!-- base-model tables: written by `python -m experiments.base_m
 README_END = "<!-- end of base-model tables -->"
 
 
-def cached(path: Path, compute) -> dict:
-    """`compute()`'s metrics, stored at `path` the first time."""
+def cached(path: Path, compute, run: bool = True) -> dict | None:
+    """`compute()`'s metrics, stored at `path` the first time; with `run=False` only what is
+    stored (None if nothing is)."""
     if path.exists():
         return json.loads(path.read_text())
+    if not run:
+        return None
     metrics = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=1))
@@ -55,18 +58,23 @@ def sasrec_metrics(data, seed: int, refit: bool) -> dict:
 
 
 def dataset_rows(
-    dataset: str, keys: list[str], seeds: list[int], refit: bool, out: Path
+    dataset: str, keys: list[str], seeds: list[int], refit: bool, out: Path, run: bool = True
 ) -> dict[str, list[dict]]:
-    """The runs (one dict of test metrics per seed) of the rows `keys` on one dataset."""
+    """The runs (one dict of test metrics per seed) of the rows `keys` on one dataset; with
+    `run=False` only the finished ones (rows with none are left out)."""
     data = load_data(dataset)
     root = out / dataset
-    rows: dict[str, list[dict]] = {}
+    rows: dict[str, list[dict | None]] = {}
     if "counting" in keys:
-        counts = cached(root / "counting.json", lambda: baseline_metrics(data, [], refit=refit))
-        rows.update({name: [metrics] for name, metrics in counts.items()})
+        counts = cached(
+            root / "counting.json", lambda: baseline_metrics(data, [], refit=refit), run
+        )
+        rows.update({name: [metrics] for name, metrics in (counts or {}).items()})
     if "sasrec" in keys:
         rows["SASRec"] = [
-            cached(root / f"sasrec_seed{seed}.json", lambda s=seed: sasrec_metrics(data, s, refit))
+            cached(
+                root / f"sasrec_seed{seed}.json", lambda s=seed: sasrec_metrics(data, s, refit), run
+            )
             for seed in seeds
         ]
     refit_flag = [f"--data.refit_on_valid={str(refit).lower()}"]
@@ -74,16 +82,21 @@ def dataset_rows(
         if slug not in keys:
             continue
         rows[label] = [
-            train_and_test(
-                REPO / "configs" / dataset / "sft.yaml",
-                root / f"{slug}_seed{seed}",
-                seed,
-                [*overrides, *refit_flag],
-                ["--model.eval_rank_cap=20"],  # validation: exact HR/NDCG at ~beam cost
+            cached(
+                root / f"{slug}_seed{seed}" / "test_metrics.json",
+                lambda s=seed, slug=slug, overrides=overrides: train_and_test(
+                    REPO / "configs" / dataset / "sft.yaml",
+                    root / f"{slug}_seed{s}",
+                    s,
+                    [*overrides, *refit_flag],
+                    ["--model.eval_rank_cap=20"],  # validation: exact HR/NDCG at ~beam cost
+                ),
+                run,
             )
             for seed in seeds
         ]
-    return rows
+    finished = {name: [r for r in runs if r is not None] for name, runs in rows.items()}
+    return {name: runs for name, runs in finished.items() if runs}
 
 
 def table(dataset: str, rows: dict[str, list[dict]], refit: bool) -> list[str]:
@@ -116,15 +129,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--readme", action="store_true", help="also update README.md")
+    parser.add_argument("--report", action="store_true", help="only tabulate finished runs")
     args = parser.parse_args()
 
     set_up_process(args.threads)
     out = args.out / ("refit" if args.refit else "train_only")
-    command = "python -m experiments.base_models " + " ".join(sys.argv[1:])
+    # the command that computes the runs (--report / --readme only tabulate them)
+    flags = [flag for flag in sys.argv[1:] if flag not in ("--report", "--readme")]
+    command = " ".join(["python -m experiments.base_models", *flags])
     lines = [f"Produced by `{command}`.", ""]
     for dataset in args.datasets:
         lines += table(
-            dataset, dataset_rows(dataset, args.rows, args.seeds, args.refit, out), args.refit
+            dataset,
+            dataset_rows(dataset, args.rows, args.seeds, args.refit, out, run=not args.report),
+            args.refit,
         )
     (out / "base_models.md").write_text("\n".join(lines))
     print("\n".join(lines))
