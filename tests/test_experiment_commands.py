@@ -33,6 +33,9 @@ def test_base_model_table_shows_mean_and_sample_std():
     mean, std = statistics.mean([0.1, 0.2, 0.4]), statistics.stdev([0.1, 0.2, 0.4])
     assert f"{mean:.4f} ± {std:.4f}" in sasrec
     assert "| popularity | 1 | 0.1000 |" in "\n".join(lines)
+    without_auc = [{column: 0.1 for column in COLUMNS if column != "auc"}]
+    row = table("toy", {"SFT": without_auc}, refit=False)[-2]
+    assert row.endswith("| 0.1000 | – |")
 
 
 @pytest.mark.parametrize("dataset", ["office", "industrial"])
