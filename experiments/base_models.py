@@ -88,9 +88,7 @@ def dataset_rows(
                     REPO / "configs" / dataset / "sft.yaml",
                     root / f"{slug}_seed{s}",
                     s,
-                    # the test counts every rank (AUC); a checkpoint's own hyper-parameters
-                    # would otherwise bring the validation's rank cap into the test
-                    [*overrides, *refit_flag, "--model.eval_rank_cap=null"],
+                    [*overrides, *refit_flag],  # the test counts every rank (AUC)
                     ["--model.eval_rank_cap=20"],  # validation: exact HR/NDCG at ~beam cost
                 ),
                 run,

@@ -213,6 +213,19 @@ def test_rank_cap_logs_exact_hit_rate_and_ndcg_and_no_auc(tmp_path):
         assert results[key] == pytest.approx(value, abs=1e-6), key
 
 
+def test_evaluation_flags_of_a_test_command_win_over_the_checkpoint(tmp_path):
+    """A run fitted with the rank cap tests with full counts unless the test command sets the
+    cap: a checkpoint's saved hyper-parameters do not override the command line."""
+    fit = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
+    run_cli(tiny_args(tmp_path, *fit, "--test_after_fit=false", "--model.eval_rank_cap=20"))
+    best = f"--ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}"
+    full = run_cli(tiny_args(tmp_path, best, subcommand="test"))
+    assert "test/auc" in full.trainer.callback_metrics
+    capped = run_cli(tiny_args(tmp_path, best, "--model.eval_rank_cap=20", subcommand="test"))
+    assert "test/hr@10" in capped.trainer.callback_metrics
+    assert "test/auc" not in capped.trainer.callback_metrics
+
+
 def test_rank_cap_is_refused_under_the_beam_protocol(tmp_path):
     with pytest.raises(ValueError, match="model.eval_rank_cap applies to the exact protocol"):
         run_cli(

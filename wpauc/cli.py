@@ -107,6 +107,16 @@ class WpaucCLI(LightningCLI):
             ),
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Leave the settings to the config and the command line when ``--ckpt_path`` is given.
+
+        Lightning's CLI would merge the checkpoint's saved hyper-parameters over everything
+        parsed, so ``wpauc test --ckpt_path ... --model.eval_rank_cap null`` (or any other
+        ``--model.eval_*`` flag) would be silently ignored. A wpauc checkpoint carries its
+        policy's weights and the catalog it was trained on (both checked when loaded); how to
+        evaluate it is the command's choice.
+        """
+
     def before_instantiate_classes(self) -> None:
         """Per subcommand, before anything is built: ``predict`` covers the whole test split
         and logs nothing; a run evaluated or resumed from a checkpoint logs into its version
