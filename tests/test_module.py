@@ -114,6 +114,7 @@ def test_rl_logs_no_scalar_that_is_constant_by_construction(tmp_path):
             tmp_path,
             "--trainer.max_epochs=1",
             "--model.sft_epochs=0",
+            "--model.loss.beta=0",
             "--test_after_fit=false",
             "--trainer.limit_train_batches=2",
             "--trainer.limit_val_batches=1",
