@@ -48,7 +48,7 @@ def cached(path: Path, compute, run: bool = True) -> dict | None:
     return metrics
 
 
-def sasrec_metrics(data, seed: int, refit: bool) -> dict:
+def sasrec_test_metrics(data, seed: int, refit: bool) -> dict:
     """Test metrics of SASRec fitted with early stopping on valid."""
     from wpauc.baselines import SASRecConfig, fit_samples, fit_sasrec, sasrec_metrics
 
@@ -73,7 +73,9 @@ def dataset_rows(
     if "sasrec" in keys:
         rows["SASRec"] = [
             cached(
-                root / f"sasrec_seed{seed}.json", lambda s=seed: sasrec_metrics(data, s, refit), run
+                root / f"sasrec_seed{seed}.json",
+                lambda s=seed: sasrec_test_metrics(data, s, refit),
+                run,
             )
             for seed in seeds
         ]

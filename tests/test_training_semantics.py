@@ -219,6 +219,8 @@ def test_warmup_cosine_rises_linearly_then_decays_to_its_floor():
     assert rates == pytest.approx(expected + [0.1])
     with pytest.raises(ValueError, match="total_steps"):
         WarmupCosine(optimizer, warmup_steps=5, total_steps=5)
+    with pytest.raises(ValueError, match="total_steps"):
+        WarmupCosine(optimizer, warmup_steps=5).set_total_steps(3)
 
 
 def test_warmup_cosine_without_total_steps_spans_the_run(tmp_path):

@@ -77,7 +77,7 @@ class RecommenderModule(L.LightningModule):
         eval_rank_cap: Exact protocol only: resolve each positive's rank only below this
             cap (an integer >= every K of ``eval_top_k``): HR@K and NDCG@K stay exact, at the
             cost of the prefixes scoring above the cap's item whatever the positive's rank
-            (on the Office SIDs 5x less than the full count); AUC and WPAUC
+            (on the Office SIDs about 8x fewer prefixes than the full count); AUC and WPAUC
             (``eval_windows``, the objective's window) need every count and are then not
             reported, as under the beam protocol. ``None``: full exact counts, every metric.
         eval_windows: FPR windows ``(alpha, d)`` of the reported WPAUC values (logged as
@@ -241,7 +241,7 @@ class RecommenderModule(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         if isinstance(scheduler, WarmupCosine) and scheduler.total_steps is None:
-            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
+            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     @property

@@ -26,17 +26,24 @@ class WarmupCosine(LambdaLR):
     ):
         if warmup_steps < 0:
             raise ValueError(f"WarmupCosine.warmup_steps must be >= 0, got {warmup_steps}")
-        if total_steps is not None and total_steps <= warmup_steps:
-            raise ValueError(
-                f"WarmupCosine.total_steps ({total_steps}) must exceed warmup_steps "
-                f"({warmup_steps})"
-            )
         if not 0.0 <= min_lr_ratio <= 1.0:
             raise ValueError(f"WarmupCosine.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
+        self.total_steps: int | None = None
+        if total_steps is not None:
+            self.set_total_steps(total_steps)
         self.min_lr_ratio = min_lr_ratio
         super().__init__(optimizer, self.factor)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Set where the decay ends; it must lie past the warm-up (also when the module sets
+        it from the run's length)."""
+        if total_steps <= self.warmup_steps:
+            raise ValueError(
+                f"WarmupCosine.total_steps ({total_steps}) must exceed warmup_steps "
+                f"({self.warmup_steps})"
+            )
+        self.total_steps = total_steps
 
     def factor(self, step: int) -> float:
         """Multiplier of the base learning rate after `step` optimizer steps."""
