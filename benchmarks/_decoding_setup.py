@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -17,9 +18,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OFFICE_INDEX = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
+    Path(os.environ.get("WPAUC_DATA", "data"))  # where the configs find the data too
     / "amazon18-minionerec"
     / "index"
     / "Office_Products.index.json"

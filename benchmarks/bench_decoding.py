@@ -12,7 +12,7 @@
 Default set-up: a random Qwen2 (hidden 128, 2 layers, 4 heads, 2 key/value heads, MLP 512,
 vocabulary 3 x 256 SID tokens + 32), 8 left-padded prompts of 40-60 SID tokens, 50 beams,
 3-token SIDs of Office_Products (3444 distinct SIDs) when MiniOneRec's Office_Products.index.json
-is found at ../shared/data/amazon18-minionerec/index/ beside the clone (docs/data.md says where
+is found at $WPAUC_DATA/amazon18-minionerec/index/ (default data/) (docs/data.md says where
 to get it), else 3459 random SIDs.
 
     python benchmarks/bench_decoding.py                      # the figures (2 threads)
@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
         "--catalog",
         choices=["auto", "office", "random"],
         default="auto",
-        help="Office SIDs from ../shared/data/amazon18-minionerec/index/Office_Products.index.json "
+        help="Office SIDs from $WPAUC_DATA/amazon18-minionerec/index/Office_Products.index.json "
         "(auto: when present; see docs/data.md) or random SIDs",
     )
     parser.add_argument("--items", type=int, default=3459, help="catalog size of a random catalog")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,7 +54,7 @@ from wpauc.decoding import (
 from wpauc.metrics import positive_ranks
 from wpauc.models import TinyQwen2Policy
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon18-minionerec"
+DATA_DIR = Path(os.environ.get("WPAUC_DATA", "data")) / "amazon18-minionerec"  # as the configs
 CATEGORY = "Office_Products"
 ARCHITECTURES = {
     # configs/office/sft.yaml and configs/d3/sft_title.yaml

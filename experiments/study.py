@@ -206,14 +206,13 @@ def start_point(dataset: str, args) -> dict:
 
 
 def set_up_process(threads: int) -> None:
-    """What every experiment command does first: torch's thread count, the repository as the
-    working folder (configs name their data relative to it) and the data folder."""
+    """What every experiment command does first: torch's thread count, and the repository as
+    the working folder (configs name their data relative to it; `WPAUC_DATA` says where the
+    real data sets are, as for `wpauc` itself)."""
     import torch
 
     torch.set_num_threads(threads)
     os.chdir(REPO)
-    # the real data sets live beside the repository on the machine these studies ran on
-    os.environ.setdefault("WPAUC_DATA", str(REPO.parent / "shared" / "data"))
 
 
 def main() -> None:
