@@ -113,6 +113,7 @@ def cli_args(
         "--trainer.check_val_every_n_epoch=null",
         f"--trainer.default_root_dir={run_dir}",  # logs and checkpoints follow it
         "--trainer.enable_progress_bar=false",
+        *([f"--model.eval_rank_cap={args.val_rank_cap}"] if args.val_rank_cap else []),
         "--test_after_fit=false",
     ]
 
@@ -146,7 +147,9 @@ def run_one(dataset: str, name: str, objective: dict | None, lr: float, seed: in
     fit_args = cli_args(dataset, run_dir, objective, lr, seed, args)
     run_cli(["fit", *fit_args])
     best = run_dir / "checkpoints" / "best.ckpt"
-    cli = run_cli(["test", *fit_args[:-1], "--data.max_eval_samples=null", f"--ckpt_path={best}"])
+    # the test is exact over every rank (AUC too), whatever the validation's cap
+    test_args = ["--data.max_eval_samples=null", "--model.eval_rank_cap=null"]
+    cli = run_cli(["test", *fit_args[:-1], *test_args, f"--ckpt_path={best}"])
     test = {
         key.removeprefix("test/"): float(value)
         for key, value in cli.trainer.callback_metrics.items()
@@ -226,6 +229,12 @@ def main() -> None:
     parser.add_argument("--lrs", nargs="+", type=float, default=[1e-4])
     parser.add_argument("--steps", type=int, default=600, help="RL steps per run")
     parser.add_argument("--val-every", type=int, default=100, help="steps between validations")
+    parser.add_argument(
+        "--val-rank-cap",
+        type=int,
+        default=None,
+        help="validate with model.eval_rank_cap (exact HR/NDCG@K for K <= cap, no AUC curve)",
+    )
     parser.add_argument("--beta", type=float, default=0.0, help="KL weight to the SFT start")
     parser.add_argument("--only", nargs="*", default=None, help="run only these run names")
     parser.add_argument("--out", type=Path, default=OUT)

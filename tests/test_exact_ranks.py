@@ -327,10 +327,11 @@ def peaked_model(step: float):
     return model
 
 
-def test_a_positive_beyond_the_cap_costs_the_prefixes_above_the_cap_only():
+def test_a_positive_beyond_the_cap_costs_the_beam_search_only():
     """Median and last-ranked positives of a model whose scores spread out: the full count
-    runs nearly every inner node, the capped one only those above the 5th item (and the
-    positive's own)."""
+    runs nearly every inner node; with a cap the beam search's 5 items out-score the positive
+    beyond the float margins, so the context is ``beyond_cap`` at once (counts 5, lower bounds
+    of the true ones) and nothing is walked."""
     model = peaked_model(2.0)
     trie = ItemTrie.from_codes(sid_codes(400, seed=11))
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
@@ -339,9 +340,10 @@ def test_a_positive_beyond_the_cap_costs_the_prefixes_above_the_cap_only():
     for target in (scores.argsort(dim=1)[:, 200], scores.argmin(dim=1)):
         full = exact_positive_ranks(model, input_ids, attention_mask, trie, target)
         capped = exact_positive_ranks(model, input_ids, attention_mask, trie, target, rank_cap=5)
-        assert capped.beyond_cap.all()
         assert (full.expansions > inner_nodes * 0.9).all()
-        assert (capped.expansions < inner_nodes * 0.25).all()
+        assert capped.beyond_cap.all() and (capped.expansions == 0).all()
+        assert (capped.gt == 5).all() and (capped.ge == 5).all()
+        assert_capped_counts(capped, positive_ranks(scores, target), cap=5)
 
 
 @pytest.mark.parametrize("renormalize", [False, True], ids=["raw", "renormalized"])
@@ -387,8 +389,9 @@ def test_rank_cap_of_the_catalog_size_or_more_changes_nothing():
 
 def test_a_cap_score_above_the_true_one_is_caught_and_ranked_without_the_cap(monkeypatch):
     """Were the beam search's score too high (noise between it and the walk beyond the
-    margin), the walk would find fewer than ``cap`` items at or above the threshold: the
-    context is ranked again below the positive, so the counts stay exact."""
+    margin) yet not clearly above the positive's, the walk would find fewer than ``cap`` items
+    at or above the threshold: the context is ranked again below the positive, so the counts
+    stay exact."""
     model = tiny_model()
     trie = ItemTrie.from_codes(title_codes(40, seed=18))
     input_ids, attention_mask = left_padded_prompts(PROMPT_LENGTHS)
@@ -396,10 +399,10 @@ def test_a_cap_score_above_the_true_one_is_caught_and_ranked_without_the_cap(mon
     expected, _ = reference_counts(model, input_ids, attention_mask, trie, target)
     cap = 3
     honest = exact_positive_ranks(model, input_ids, attention_mask, trie, target, rank_cap=cap)
-    reached = pruned_ranking._score_reached_by_cap
-    monkeypatch.setattr(
-        pruned_ranking, "_score_reached_by_cap", lambda *args: reached(*args) + 50.0
-    )
+    positive = honest.positive_scores
+    # above the positive's threshold, but within the margins that would put it beyond the cap
+    noisy = positive + 1.5 * pruned_ranking._margin(model, positive)
+    monkeypatch.setattr(pruned_ranking, "_score_reached_by_cap", lambda *args: noisy)
     counts = exact_positive_ranks(model, input_ids, attention_mask, trie, target, rank_cap=cap)
     assert_capped_counts(counts, expected, cap)
     assert (counts.expansions >= honest.expansions).all()

@@ -11,10 +11,10 @@ still at least the positive's; every other subtree lies strictly below the posit
 never looked at. Cost: one model token per prefix that out-scores the positive (few for a
 good model), never more than :func:`~wpauc.decoding.score_items`.
 
-HR@K and NDCG@K need the rank only below K: with ``rank_cap`` the walk also stops at the score
-of the ``rank_cap``-th item a beam search finds, so a poorly ranked positive costs the prefixes
-above that item instead of every prefix above the positive. The walk itself is in
-:mod:`wpauc.decoding.pruned_walk`.
+HR@K and NDCG@K need the rank only below K: with ``rank_cap`` a beam search first finds
+``rank_cap`` items with their scores; a positive that they all out-score is beyond the cap
+and costs nothing more, and the walk also stops at the score of the ``rank_cap``-th of them.
+The walk itself is in :mod:`wpauc.decoding.pruned_walk`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class PositiveRankCounts:
     """long: prefixes run through the model for the context (its cost), over all passes; the
     beam search of ``rank_cap`` is not counted."""
     positive_scores: Tensor
-    """float32: the positive's score, accumulated exactly as every counted item's score."""
+    """float32: the positive's score, accumulated exactly as every counted item's score (where
+    ``beyond_cap`` without a walk: from the teacher-forced forward, equal up to float noise)."""
 
     @property
     def censored(self) -> Tensor:
@@ -101,7 +102,9 @@ def exact_positive_ranks(
        and the threshold ``s+ - margin``; with ``rank_cap`` C, a C-beam constrained search
        finds C items with their exact scores, and unless the positive is among them the C-th
        best of them, ``s_C``, is a score at least C other items reach: the threshold becomes
-       ``max(s+, s_C) - margin``;
+       ``max(s+, s_C) - margin``. Where ``s_C`` is above ``s+`` by more than the margins of
+       both, the positive is beyond the cap and the context is done (``gt = ge = C``, lower
+       bounds), without walking the trie;
     2. depth by depth, each kept prefix runs as one token on its prompt's cache, attending to
        the prompt, to its ancestors' keys/values (kept from earlier depths) and to itself,
        and its logits score all its children; a child is kept when its partial score is at
@@ -127,10 +130,9 @@ def exact_positive_ranks(
     prefix with a single item under it is that item's score (every later step has one allowed
     token, log-probability exactly 0) and is not expanded.
 
-    Cost: the prefixes whose partial score reaches the threshold; with a cap, at most those
-    above the C-th item (plus the C-beam search) whatever the positive's rank: about 5x a
-    20-beam search on the Office SIDs, but little less than the full count on long raw-score
-    codes such as titles, whose prefixes score far above their items (benchmarks/README.md).
+    Cost: the prefixes whose partial score reaches the threshold; with a cap, the C-beam
+    search, plus, for the contexts whose positive the search does not put beyond the cap, the
+    prefixes above the positive (a positive in the top C: few) (benchmarks/README.md).
     Memory: the keys/values of every expanded prefix that has a
     kept non-leaf child are kept until the end (``B * expansions`` tokens of cache at most).
 
@@ -178,11 +180,22 @@ def exact_positive_ranks(
         walk = PrunedWalk(model, trie, renormalize, max_expansions, chunk_size)
         estimate = _teacher_forced_scores(model, prompts, trie, target, renormalize)
         threshold = estimate - _margin(model, estimate)
+        beyond = torch.zeros_like(target, dtype=torch.bool)
         # with C >= N every context's gt < C: the cap changes nothing and needs no search
         if rank_cap is not None and rank_cap < trie.num_items:
             reached = _score_reached_by_cap(model, prompts, trie, target, rank_cap, renormalize)
             threshold = torch.maximum(threshold, reached - _margin(model, reached))
-        counts = walk.run(prompts, target, threshold)
+            # C items other than the positive out-score it by more than the noise of two
+            # forwards: it is beyond the cap, and the trie need not be walked at all
+            beyond = threshold > estimate + _margin(model, estimate)
+        if beyond.any():
+            counts = _beyond_cap_counts(estimate, rank_cap, beyond)
+            walked = (~beyond).nonzero().flatten()
+            if walked.numel():
+                run = walk.run(_subset(model, prompts, walked), target[walked], threshold[walked])
+                counts = _merge(counts, walked, run)
+        else:
+            counts = walk.run(prompts, target, threshold)
         for _ in range(_MAX_ATTEMPTS - 1):
             redo = _unsettled(counts, threshold, rank_cap).nonzero().flatten()
             if redo.numel() == 0:
@@ -234,6 +247,21 @@ def _score_reached_by_cap(
     items, scores = beam_search_on_prompts(model, prompts, trie, rank_cap, renormalize)
     found_positive = (items == target[:, None]).any(dim=1)
     return torch.where(found_positive, -torch.inf, scores[:, -1])
+
+
+def _beyond_cap_counts(estimate: Tensor, rank_cap: int | None, beyond: Tensor) -> WalkCounts:
+    """The counts of contexts that need no walk (``beyond``: C found items beat the positive):
+    ``rank_cap`` above and at the threshold, nothing run; zeros elsewhere, for the walk."""
+    at_cap = torch.where(beyond, rank_cap or 0, 0)
+    nothing = torch.zeros_like(at_cap)
+    return WalkCounts(
+        gt=at_cap,
+        ge=at_cap,
+        at_threshold=at_cap,
+        unresolved=nothing,
+        expansions=nothing,
+        positive_scores=estimate,
+    )
 
 
 def _unsettled(counts: WalkCounts, threshold: Tensor, rank_cap: int | None) -> Tensor:
