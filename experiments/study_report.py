@@ -70,7 +70,7 @@ def main_table(dataset: str, results: list[dict], start: dict) -> list[str]:
 def sweep_form(result: dict) -> tuple[str, int] | None:
     """`(form, K)` of a window-sweep run (TAWin with window_width = target_k), else None."""
     objective = result["objective"]
-    if objective is None or result.get("beta", 0.0):  # the sweep is the unanchored runs
+    if objective is None:
         return None
     init_args = objective["init_args"]
     if not objective["class_path"].endswith("TAWinWPAUC") or "pairwise" in init_args:
@@ -83,20 +83,22 @@ def sweep_form(result: dict) -> tuple[str, int] | None:
 
 def sweep_table(dataset: str, results: list[dict], start: dict) -> list[str]:
     """Target-K x measured HR@K of the window sweep; the diagonal (HR at the aimed K) bold."""
-    cells_by: dict[tuple[str, float], dict[int, list[dict]]] = defaultdict(
+    cells_by: dict[tuple[str, float, float], dict[int, list[dict]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for result in results:
         form = sweep_form(result)
         if form is not None:
-            cells_by[(form[0], result["lr"])][form[1]].append(result)
+            group = (form[0], result["lr"], result.get("beta", 0.0))
+            cells_by[group][form[1]].append(result)
     lines = []
-    for (form, lr), by_k in sorted(cells_by.items()):
+    for (form, lr, beta), by_k in sorted(cells_by.items()):
         if len(by_k) < 2:
             continue
+        anchor = f", KL weight {beta:g}" if beta else ""
         lines += [
-            f"#### {dataset}: TAWin {form} aimed at K (window ranks [K-1, 2K-1)), lr {lr:g}: "
-            "test HR@K, mean ± std (seeds); bold = the aimed K",
+            f"#### {dataset}: TAWin {form} aimed at K (window ranks [K-1, 2K-1)), "
+            f"lr {lr:g}{anchor}: test HR@K, mean ± std (seeds); bold = the aimed K",
             "",
             "| aimed at K | " + " | ".join(c.upper() for c in SWEEP_COLUMNS) + " |",
             "|---" * (len(SWEEP_COLUMNS) + 1) + "|",

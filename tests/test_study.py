@@ -13,6 +13,7 @@ from experiments.study_report import (
     main_table,
     mean_std,
     sweep_form,
+    sweep_table,
     write_study_report,
 )
 
@@ -66,7 +67,6 @@ def test_mean_std_is_the_sample_std_and_sweep_runs_are_recognised():
     assert sweep_form({"objective": VARIANTS["tawin_gated"]})[1] == 10
     assert sweep_form({"objective": VARIANTS["tawin_logistic"]}) is None
     assert sweep_form({"objective": None}) is None
-    assert sweep_form({"objective": VARIANTS["tawin_gated"], "beta": 0.04}) is None
 
 
 def test_a_kl_anchored_run_has_its_own_folder_and_table_row():
@@ -78,3 +78,14 @@ def test_a_kl_anchored_run_has_its_own_folder_and_table_row():
     ]
     rows = [line for line in main_table("toy", runs, {}) if line.startswith("| tawin_gated")]
     assert [row.split(" | ")[2] for row in rows] == ["0", "0.04"]
+
+
+def test_a_kl_anchored_sweep_has_its_own_table():
+    runs = [
+        {**fake_result(name, objective, 0, 0.07), "beta": beta}
+        for name, objective, *_ in plan_runs("sweep", [0], [1e-4])
+        for beta in (0.0, 0.04)
+    ]
+    titles = [line for line in sweep_table("toy", runs, {}) if line.startswith("####")]
+    assert len(titles) == 4  # original and gated, each unanchored and anchored
+    assert sum("KL weight 0.04" in title for title in titles) == 2
