@@ -50,16 +50,25 @@ def _cli_args(config: Path, run_dir: Path, seed: int, extra: list[str]) -> list[
 def train_and_test(
     config: Path, run_dir: Path, seed: int, extra: list[str], fit_extra: list[str]
 ) -> dict:
-    """Fit (model selection on valid), then test the best checkpoint on the full test split."""
+    """Fit (model selection on valid), then test the best checkpoint on the full test split.
+
+    A finished fit leaves `fit.json` beside its checkpoints, so that a run stopped during its
+    test (or whose test is to be redone: delete `test_metrics.json`) is only tested again."""
     from wpauc.cli import run_cli
 
     result_file = run_dir / "test_metrics.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    start = time.perf_counter()
-    run_cli(["fit", *_cli_args(config, run_dir, seed, extra + fit_extra), "--test_after_fit=false"])
-    fit_seconds = time.perf_counter() - start
+    fit_file = run_dir / "fit.json"
     best = run_dir / "checkpoints" / "best.ckpt"
+    if fit_file.exists() and best.exists():
+        fit_seconds = json.loads(fit_file.read_text())["fit_seconds"]
+    else:
+        start = time.perf_counter()
+        fit_args = _cli_args(config, run_dir, seed, extra + fit_extra)
+        run_cli(["fit", *fit_args, "--test_after_fit=false"])
+        fit_seconds = time.perf_counter() - start
+        fit_file.write_text(json.dumps({"fit_seconds": fit_seconds}))
     cli = run_cli(
         [
             "test",
