@@ -2,11 +2,13 @@
 line, and the table aggregates seeds as mean ± sample std."""
 
 import statistics
+import types
 
 import pytest
 import torch
 
 from experiments.base_models import COLUMNS, table
+from experiments.run_experiments import train_and_test
 from experiments.sft_recipes import RECIPES, SHIPPED_RECIPE
 from wpauc.cli import run_cli
 from wpauc.schedules import WarmupCosine
@@ -44,3 +46,24 @@ def test_the_shipped_sft_configs_are_the_chosen_recipe(dataset):
     shipped = run_cli([config], run=False).config.as_dict()
     chosen = run_cli([config, *RECIPES[SHIPPED_RECIPE]], run=False).config.as_dict()
     assert shipped == chosen
+
+
+def test_a_finished_fit_is_tested_again_without_refitting(tmp_path, monkeypatch):
+    """`train_and_test` fits once (leaving `fit.json`); with the test metrics gone, a rerun
+    only tests the best checkpoint."""
+    calls = []
+
+    def fake_run_cli(args):
+        calls.append(args[0])
+        if args[0] == "fit":
+            (tmp_path / "checkpoints").mkdir()
+            (tmp_path / "checkpoints" / "best.ckpt").write_text("weights")
+        trainer = types.SimpleNamespace(callback_metrics={"test/hr@10": 0.25, "val/hr@10": 0.5})
+        return types.SimpleNamespace(trainer=trainer)
+
+    monkeypatch.setattr("wpauc.cli.run_cli", fake_run_cli)
+    first = train_and_test(tmp_path / "sft.yaml", tmp_path, 0, [], [])
+    assert calls == ["fit", "test"] and first["hr@10"] == 0.25 and "val/hr@10" not in first
+    (tmp_path / "test_metrics.json").unlink()
+    again = train_and_test(tmp_path / "sft.yaml", tmp_path, 0, [], [])
+    assert calls == ["fit", "test", "test"] and again == first
