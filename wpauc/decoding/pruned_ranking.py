@@ -180,7 +180,7 @@ def exact_positive_ranks(
         walk = PrunedWalk(model, trie, renormalize, max_expansions, chunk_size)
         estimate = _teacher_forced_scores(model, prompts, trie, target, renormalize)
         threshold = estimate - _margin(model, estimate)
-        beyond = torch.zeros_like(target, dtype=torch.bool)
+        counts = None
         # with C >= N every context's gt < C: the cap changes nothing and needs no search
         if rank_cap is not None and rank_cap < trie.num_items:
             reached = _score_reached_by_cap(model, prompts, trie, target, rank_cap, renormalize)
@@ -188,24 +188,19 @@ def exact_positive_ranks(
             # C items other than the positive out-score it by more than the noise of two
             # forwards: it is beyond the cap, and the trie need not be walked at all
             beyond = threshold > estimate + _margin(model, estimate)
-        if beyond.any():
-            counts = _beyond_cap_counts(estimate, rank_cap, beyond)
-            walked = (~beyond).nonzero().flatten()
-            if walked.numel():
-                run = walk.run(_subset(model, prompts, walked), target[walked], threshold[walked])
-                counts = _merge(counts, walked, run)
-        else:
+            if beyond.any():
+                counts = _beyond_cap_counts(estimate, rank_cap, beyond)
+                counts = _walk_rows(walk, prompts, target, threshold, counts, ~beyond)
+        if counts is None:
             counts = walk.run(prompts, target, threshold)
         for _ in range(_MAX_ATTEMPTS - 1):
-            redo = _unsettled(counts, threshold, rank_cap).nonzero().flatten()
-            if redo.numel() == 0:
+            redo = _unsettled(counts, threshold, rank_cap)
+            if not redo.any():
                 break
             threshold[redo] = counts.positive_scores[redo] - _margin(
                 model, counts.positive_scores[redo]
             )
-            counts = _merge(
-                counts, redo, walk.run(_subset(model, prompts, redo), target[redo], threshold[redo])
-            )
+            counts = _walk_rows(walk, prompts, target, threshold, counts, redo)
     if _unsettled(counts, threshold, rank_cap).any():
         raise RuntimeError(
             f"exact_positive_ranks: the positive's score moved below its threshold in "
@@ -249,10 +244,10 @@ def _score_reached_by_cap(
     return torch.where(found_positive, -torch.inf, scores[:, -1])
 
 
-def _beyond_cap_counts(estimate: Tensor, rank_cap: int | None, beyond: Tensor) -> WalkCounts:
+def _beyond_cap_counts(estimate: Tensor, rank_cap: int, beyond: Tensor) -> WalkCounts:
     """The counts of contexts that need no walk (``beyond``: C found items beat the positive):
     ``rank_cap`` above and at the threshold, nothing run; zeros elsewhere, for the walk."""
-    at_cap = torch.where(beyond, rank_cap or 0, 0)
+    at_cap = torch.where(beyond, rank_cap, 0)
     nothing = torch.zeros_like(at_cap)
     return WalkCounts(
         gt=at_cap,
@@ -262,6 +257,23 @@ def _beyond_cap_counts(estimate: Tensor, rank_cap: int | None, beyond: Tensor) -
         expansions=nothing,
         positive_scores=estimate,
     )
+
+
+def _walk_rows(
+    walk: PrunedWalk,
+    prompts: EncodedPrompts,
+    target: Tensor,
+    threshold: Tensor,
+    counts: WalkCounts,
+    rows: Tensor,
+) -> WalkCounts:
+    """``counts`` with the contexts where ``rows`` ``[B]`` (bool) is set walked (again) at
+    their thresholds."""
+    index = rows.nonzero().flatten()
+    if index.numel() == 0:
+        return counts
+    run = walk.run(_subset(walk.model, prompts, index), target[index], threshold[index])
+    return _merge(counts, index, run)
 
 
 def _unsettled(counts: WalkCounts, threshold: Tensor, rank_cap: int | None) -> Tensor:
