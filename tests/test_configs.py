@@ -132,7 +132,7 @@ def test_config_instantiates(config: Path, tmp_path):
     cli = run_cli(args, run=False)
     assert isinstance(cli.model, RecommenderModule)
     assert isinstance(cli.datamodule, RecDataModule)
-    assert cli.trainer.max_epochs >= 1
+    assert cli.trainer.max_epochs >= 1 or cli.trainer.max_steps >= 1  # a run that ends
 
 
 @pytest.mark.parametrize(
