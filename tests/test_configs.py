@@ -25,10 +25,11 @@ from wpauc.module import RecommenderModule
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 BASE = CONFIGS / "base.yaml"
+BASES = {BASE, CONFIGS / "base_rl.yaml"}
 #: piece folder -> the option that takes one of its files
 PIECES = {"data": "--data", "policy": "--model.policy", "objective": "--model.objective"}
 ENTRY_POINTS = sorted(
-    path for path in CONFIGS.rglob("*.yaml") if path != BASE and path.parent.name not in PIECES
+    path for path in CONFIGS.rglob("*.yaml") if path not in BASES and path.parent.name not in PIECES
 )
 #: the entry points that scripts, experiments and the docs call by name
 NAMED_ENTRY_POINTS = [
