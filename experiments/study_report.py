@@ -5,6 +5,7 @@ python -m experiments.study --report     # or: python -m experiments.study_repor
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -81,20 +82,23 @@ def sweep_form(result: dict) -> tuple[str, int] | None:
     return form, init_args["target_k"]
 
 
-def sweep_table(dataset: str, results: list[dict], start: dict) -> list[str]:
-    """Target-K x measured HR@K of the window sweep; the diagonal (HR at the aimed K) bold."""
-    cells_by: dict[tuple[str, float, float], dict[int, list[dict]]] = defaultdict(
+def sweep_groups(results: list[dict]) -> dict[tuple[str, float, float], dict[int, list[dict]]]:
+    """Window-sweep runs by (form, learning rate, KL weight), then by aimed K; only the
+    groups aimed at two K or more (a lone K = 10 run belongs to the main comparison)."""
+    groups: dict[tuple[str, float, float], dict[int, list[dict]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for result in results:
         form = sweep_form(result)
         if form is not None:
-            group = (form[0], result["lr"], result.get("beta", 0.0))
-            cells_by[group][form[1]].append(result)
+            groups[(form[0], result["lr"], result.get("beta", 0.0))][form[1]].append(result)
+    return {group: dict(by_k) for group, by_k in sorted(groups.items()) if len(by_k) >= 2}
+
+
+def sweep_table(dataset: str, results: list[dict], start: dict) -> list[str]:
+    """Target-K x measured HR@K of the window sweep; the diagonal (HR at the aimed K) bold."""
     lines = []
-    for (form, lr, beta), by_k in sorted(cells_by.items()):
-        if len(by_k) < 2:
-            continue
+    for (form, lr, beta), by_k in sweep_groups(results).items():
         anchor = f", KL weight {beta:g}" if beta else ""
         lines += [
             f"#### {dataset}: TAWin {form} aimed at K (window ranks [K-1, 2K-1)), "
@@ -116,37 +120,86 @@ def sweep_table(dataset: str, results: list[dict], start: dict) -> list[str]:
     return lines
 
 
-def plot_curves(dataset: str, results: list[dict], start: dict, out: Path) -> Path:
-    """Validation curves (mean over seeds) of every run group, step 0 = the SFT start."""
+def mean_curve(runs: list[dict], tag: str, start: dict) -> tuple[list[int], list[float]]:
+    """`(steps, mean over seeds)` of one logged scalar; step 0 is the SFT start when known."""
+    steps_values: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for step, value in run["curves"].get(tag, []):
+            steps_values[step].append(value)
+    steps = sorted(steps_values)
+    means = [mean_std(steps_values[s])[0] for s in steps]
+    if steps and tag in start:
+        return [0, *steps], [start[tag], *means]
+    return steps, means
+
+
+def plot_groups(
+    lines: list[tuple[str, list[dict], dict]], start: dict, title: str, path: Path
+) -> Path:
+    """One panel per `CURVES` tag, one line per `(label, runs, line style)`; the legend
+    beside the panels, so no curve hides behind it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.4))
-    for (name, lr, beta), runs in group_runs(results).items():
-        label = f"{name} {lr:g}" + (f" β={beta:g}" if beta else "")
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES) + 3, 3.6))
+    for label, runs, style in lines:
         for axis, tag in zip(axes, CURVES, strict=True):
-            steps_values: dict[int, list[float]] = defaultdict(list)
-            for run in runs:
-                for step, value in run["curves"].get(tag, []):
-                    steps_values[step].append(value)
-            if not steps_values:
-                continue
-            steps = [0, *sorted(steps_values)] if tag in start else sorted(steps_values)
-            means = [mean_std(steps_values[s])[0] for s in sorted(steps_values)]
-            if tag in start:
-                means = [start[tag], *means]
-            axis.plot(steps, means, marker=".", label=label)
+            steps, means = mean_curve(runs, tag, start)
+            if steps:
+                axis.plot(steps, means, marker=".", label=label, **style)
     for axis, tag in zip(axes, CURVES, strict=True):
         axis.set_title(tag)
         axis.set_xlabel("RL step")
-    axes[0].legend(fontsize=6)
-    figure.tight_layout()
-    path = out / f"{dataset}_curves.png"
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center right", fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0, 1 - 2.8 / figure.get_figwidth(), 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_curves(dataset: str, results: list[dict], start: dict, out: Path) -> list[Path]:
+    """Validation curves (mean over seeds): `<dataset>_curves.png`, the main comparison (a
+    colour per run group), and `<dataset>_sweep_curves.png`, the window sweep (a colour per
+    aimed K, a line style per form, learning rate and KL weight)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"].colors
+    main_groups = [
+        (k, runs) for k, runs in group_runs(results).items() if not k[0].startswith("sweep_")
+    ]
+    main = [
+        (f"{name} {lr:g}{beta_label(beta)}", runs, {"color": palette[i % len(palette)]})
+        for i, ((name, lr, beta), runs) in enumerate(main_groups)
+    ]
+    title = f"{dataset}: RL from the SFT checkpoint"
+    paths = [plot_groups(main, start, title, out / f"{dataset}_curves.png")]
+    groups = sweep_groups(results)
+    if groups:
+        aimed = sorted({k for by_k in groups.values() for k in by_k})
+        colours = {k: palette[2 * i % len(palette)] for i, k in enumerate(aimed)}
+        sweep = [
+            (
+                f"{form.split()[0]} {lr:g}{beta_label(beta)} K={k}",
+                runs,
+                {"color": colours[k], "linestyle": linestyle},
+            )
+            for ((form, lr, beta), by_k), linestyle in zip(
+                groups.items(), itertools.cycle(("-", "--", ":", "-.")), strict=False
+            )
+            for k, runs in sorted(by_k.items())
+        ]
+        title = f"{dataset}: TAWin aimed at K (colour); form, lr, KL weight (line style)"
+        paths.append(plot_groups(sweep, start, title, out / f"{dataset}_sweep_curves.png"))
+    return paths
+
+
+def beta_label(beta: float) -> str:
+    """The KL weight in a legend label, only when it is not the default 0."""
+    return f" β={beta:g}" if beta else ""
 
 
 README_START = "<!-- study tables: written by `python -m experiments.study --report` -->"
@@ -162,8 +215,8 @@ def write_study_report(out: Path, readme: Path | None = None) -> Path:
         start = json.loads(start_file.read_text()) if start_file.exists() else {}
         sections += main_table(dataset, results, start) + [""]
         sections += sweep_table(dataset, results, start)
-        plot_curves(dataset, results, start, out)
-        sections += [f"![{dataset} validation curves]({dataset}_curves.png)", ""]
+        for path in plot_curves(dataset, results, start, out):
+            sections += [f"![{dataset} validation curves]({path.name})", ""]
     path = out / "study.md"
     path.write_text("\n".join(sections))
     print(path.read_text())

@@ -59,6 +59,7 @@ def test_report_tables_aggregate_seeds(tmp_path):
     assert "| 1 | **0.0750 ± 0.0071 (2)** |" in report  # K=1: hr@1 0.07 and 0.08
     assert "| 20 | 0.0550 ± 0.0071 (2) |" in report
     assert (tmp_path / "toy_curves.png").exists()
+    assert "toy_sweep_curves.png" in spliced and (tmp_path / "toy_sweep_curves.png").exists()
 
 
 def test_mean_std_is_the_sample_std_and_sweep_runs_are_recognised():
