@@ -13,7 +13,21 @@ from collections import defaultdict
 from pathlib import Path
 
 TEST_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20", "ndcg@10", "auc")
-CURVES = ("val/hr@1", "val/hr@10", "val/ndcg@10", "val/kl_to_oracle", "val/entropy")
+# Validation curves drawn, in panel order; a tag no run logged (the oracle's on real data,
+# AUC under a rank cap) gets no panel.
+CURVES = (
+    "val/hr@1",
+    "val/hr@3",
+    "val/hr@10",
+    "val/hr@20",
+    "val/ndcg@10",
+    "val/auc",
+    "val/kl_to_oracle",
+    "val/oracle_rank_corr",
+    "val/entropy",
+    "val/top1_prob",
+)
+PANEL_COLUMNS = 4
 SWEEP_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20")
 
 
@@ -136,23 +150,28 @@ def mean_curve(runs: list[dict], tag: str, start: dict) -> tuple[list[int], list
 def plot_groups(
     lines: list[tuple[str, list[dict], dict]], start: dict, title: str, path: Path
 ) -> Path:
-    """One panel per `CURVES` tag, one line per `(label, runs, line style)`; the legend
-    beside the panels, so no curve hides behind it."""
+    """One panel per logged `CURVES` tag, one line per `(label, runs, line style)`; the
+    legend beside the panels, so no curve hides behind it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES) + 3, 3.6))
-    for label, runs, style in lines:
-        for axis, tag in zip(axes, CURVES, strict=True):
+    tags = [t for t in CURVES if any(t in run["curves"] for _, runs, _ in lines for run in runs)]
+    rows = math.ceil(len(tags) / PANEL_COLUMNS)
+    figure, axes = plt.subplots(
+        rows, PANEL_COLUMNS, figsize=(4 * PANEL_COLUMNS + 3, 3.2 * rows), squeeze=False
+    )
+    for axis, tag in zip(axes.flat, tags, strict=False):
+        for label, runs, style in lines:
             steps, means = mean_curve(runs, tag, start)
             if steps:
                 axis.plot(steps, means, marker=".", label=label, **style)
-    for axis, tag in zip(axes, CURVES, strict=True):
         axis.set_title(tag)
         axis.set_xlabel("RL step")
-    handles, labels = axes[0].get_legend_handles_labels()
+    for axis in axes.flat[len(tags) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="center right", fontsize=7)
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0, 1 - 2.8 / figure.get_figwidth(), 1))
