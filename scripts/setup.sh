@@ -3,7 +3,9 @@
 # (editable) and its test/embedding extras. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
+# Re-running `venv` over an environment made by another python3 (pyenv vs the system one)
+# rewrites its interpreter and breaks the installed packages, so an existing one is kept.
+[ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q -r .ci/requirements.txt
