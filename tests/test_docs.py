@@ -49,9 +49,7 @@ def slug(heading: str) -> str:
     text = text.replace("`", "").replace("*", "")
     text = unicodedata.normalize("NFC", text).strip().lower()
     text = "".join(
-        char
-        for char in text
-        if char in "-_ " or unicodedata.category(char)[0] in ("L", "M", "N")
+        char for char in text if char in "-_ " or unicodedata.category(char)[0] in ("L", "M", "N")
     )
     return text.replace(" ", "-")
 
