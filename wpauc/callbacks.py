@@ -152,3 +152,71 @@ def _tensorboard_writer(trainer):
         if isinstance(getattr(logger, "experiment", None), SummaryWriter):
             return logger.experiment
     return None
+
+
+class TestRanksWriter(Callback):
+    """Saves each test context's positive counts (``gt``, ``ge``: negatives scored above, and
+    at or above, its positive) to a compressed ``.npz``, so that any metric of the run can be
+    recomputed per user and compared paired with another run's (``experiments.stats``).
+
+    Arrays, in ``sample_index`` order: ``sample_index``, ``gt``, ``ge`` (int32) and
+    ``num_negatives``. Where the data know the true next-item distribution of the test split
+    (the synthetic world) also ``oracle_ks`` and ``expected_hr`` ``[S, len(oracle_ks)]``, the
+    true probability mass of the policy's top K (`wpauc.metrics.oracle.expected_hit_rate`),
+    which costs one full-catalog scoring per context.
+
+    Args:
+        output_path: File to write; None writes ``test_ranks.npz`` in the run folder
+            (``trainer.default_root_dir``). Under DDP each process writes
+            ``<stem>.rank<r><suffix>``.
+        oracle_ks: The K of ``expected_hr``.
+    """
+
+    def __init__(self, output_path: str | None = None, oracle_ks: tuple[int, ...] = (1, 3, 10, 20)):
+        super().__init__()
+        self.output_path = None if output_path is None else Path(output_path)
+        self.oracle_ks = tuple(oracle_ks)
+        self._batches: list[dict[str, torch.Tensor]] = []
+
+    def _path(self, trainer) -> Path:
+        path = self.output_path or Path(trainer.default_root_dir) / "test_ranks.npz"
+        if trainer.world_size == 1:
+            return path
+        return path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._batches = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        counts = {key: outputs[key].cpu() for key in ("sample_index", "gt", "ge")}
+        oracle = (trainer.datamodule.data.true_next_item_probs or {}).get("test")
+        if oracle is not None:
+            from wpauc.decoding import score_items
+            from wpauc.metrics.oracle import expected_hit_rate
+
+            scores = score_items(
+                pl_module.policy,
+                batch["input_ids"],
+                batch["attention_mask"],
+                pl_module.trie,
+                renormalize=pl_module.hparams.renormalize,
+            )
+            true_probs = oracle[counts["sample_index"]].to(scores.device)
+            counts["expected_hr"] = expected_hit_rate(scores, true_probs, self.oracle_ks).cpu()
+        self._batches.append(counts)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        import numpy as np
+
+        arrays = {key: torch.cat([b[key] for b in self._batches]) for key in self._batches[0]}
+        order = arrays["sample_index"].argsort()
+        saved = {key: value[order].numpy() for key, value in arrays.items()}
+        for key in ("sample_index", "gt", "ge"):
+            saved[key] = saved[key].astype(np.int32)
+        if "expected_hr" in saved:
+            saved["oracle_ks"] = np.array(self.oracle_ks, dtype=np.int32)
+        path = self._path(trainer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, num_negatives=pl_module.trie.num_items - 1, **saved)
+        self._batches = []
+        rank_zero_info(f"TestRanksWriter: counts of {len(order)} test contexts written to {path}")

@@ -379,7 +379,11 @@ class RecommenderModule(L.LightningModule):
             renormalize=self.hparams.renormalize,
         )
 
-    def _evaluation_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
+    def _evaluation_step(
+        self, batch: dict[str, torch.Tensor], metrics: RankingMetrics
+    ) -> dict[str, torch.Tensor]:
+        """Add the batch's positive counts to ``metrics``; return them by ``sample_index``
+        (``wpauc.callbacks.TestRanksWriter`` saves them per test context)."""
         gt, ge, beyond_cap = positive_counts(
             self.policy,
             batch,
@@ -392,6 +396,7 @@ class RecommenderModule(L.LightningModule):
         metrics.update_ranks(gt, ge, self.trie.num_items - 1, beyond_cap)
         # ge = negatives scoring at least the positive: its 0-based rank, ties against it.
         self.evaluation_ranks.append(ge.cpu())
+        return {"sample_index": batch["sample_index"], "gt": gt, "ge": ge}
 
     def on_validation_epoch_start(self) -> None:
         self.evaluation_ranks = []
@@ -424,8 +429,8 @@ class RecommenderModule(L.LightningModule):
             metric.update(values)
             self.log(f"val/{name}", metric, batch_size=count)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, self.test_metrics)
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, self.test_metrics)
 
     def _end_evaluation(self, metrics: RankingMetrics) -> None:
         values = metrics.compute()
