@@ -1,17 +1,24 @@
 """The RL study: does RL improve a converged SFT model, and does TAWin's window steer HR@K?
 
-From one SFT checkpoint per dataset, every RL run (objective variant x learning rate x
-seed) trains `--steps` steps, validates every `--val-every` steps (learning curves of the
-ranking metrics and of the diagnostics), keeps the best checkpoint by val/NDCG@10 and is
-tested once on the full test split. Runs are independent pieces: a finished run (its
-`result.json` exists) is skipped, so the command can be stopped and re-run.
+From SFT starts (`--sft-seeds`: the dataset's SFT recipe trained with each seed, the plan
+`starts`), every RL run (objective variant x learning rate x KL weight x RL seed) trains
+`--steps` steps, validates every `--val-every` steps (learning curves of the ranking metrics
+and of the diagnostics), keeps the best checkpoint by val/NDCG@10 and is tested once on the
+full test split, saving each test context's counts (`wpauc.callbacks.TestRanksWriter`) for
+paired statistics. Each start is validated on every RL seed's validation subset, so that
+step 0 is a selection candidate (`experiments.stats`). Runs are independent pieces: a
+finished run (its `result.json` exists) is skipped, so the command can be stopped and re-run;
+with `--commit` each finished run's folder is committed to git.
 
-    python -m experiments.study --dataset synthetic --plan sweep --seeds 0 1 2
-    python -m experiments.study --dataset synthetic --plan main --lrs 1e-4 1e-3
-    python -m experiments.study --report          # tables, plots, and README.md's tables
+    python -m experiments.study --dataset synthetic --plan starts --sft-seeds 0 1 2
+    python -m experiments.study --dataset synthetic --plan main --only tawin_gated sft_matched \\
+        --lrs 3e-4 --beta 0.04 --sft-seeds 0 1 2 --seeds 0 1 2 --commit
+    python -m experiments.study --dataset office --plan sweep1 --lrs 3e-4 --beta 0.04 ...
+    python -m experiments.study --report          # experiments/README.md's tables and plots
 
-Writes `<out>/<dataset>/<run>/result.json` per run and, with `--report`,
-`<out>/study.md` and `<out>/*.png` (`experiments.study_report`).
+Writes `<out>/<dataset>/<run>/result.json` (+ `test_ranks.npz`) per run,
+`<out>/<dataset>/sft_seed<k>/` per start, and, with `--report`, the generated part of
+experiments/README.md and `<out>/*.png` (`experiments.study_report`).
 """
 
 from __future__ import annotations
@@ -20,16 +27,22 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "experiments" / "results" / "study"
+STUDY_README = REPO / "experiments" / "README.md"
 
 TAWIN = "wpauc.objectives.TAWinWPAUC"
+CONTROL = "sft_matched"
+"""The control: the same steps of SFT instead of RL, with the dataset's SFT recipe (its
+policy's dropout, weight decay and schedule; `configs/<dataset>/sft.yaml`) at the RL run's
+learning rate."""
 VARIANTS: dict[str, dict | None] = {
-    "sft_more": None,  # the control: the same steps of SFT instead of RL
+    CONTROL: None,
     "grpo_auc": {"class_path": "wpauc.objectives.GRPOAUC", "init_args": {"num_negatives": 16}},
     "beam_pauc": {
         "class_path": "wpauc.objectives.BeamPAUC",
@@ -51,9 +64,11 @@ VARIANTS: dict[str, dict | None] = {
         "class_path": TAWIN,
         "init_args": {"target_k": 10, "window_width": 10, "gate": "beam"},
     },
+    # the first study gave no gate here and inherited gate: beam from
+    # configs/objective/tawin.yaml: it ran gated, as it is written now
     "tawin_logistic": {
         "class_path": TAWIN,
-        "init_args": {"target_k": 10, "window_width": 10, "pairwise": "logistic"},
+        "init_args": {"target_k": 10, "window_width": 10, "gate": "beam", "pairwise": "logistic"},
     },
 }
 """The objectives of the main comparison, by run name. Every setting that a shipped config
@@ -61,47 +76,72 @@ piece may set is given explicitly: jsonargparse merges the init_args of an overr
 the config's when the class is the same."""
 
 SWEEP_FORMS = {"tawin": {"gate": "none"}, "tawin_gated": {"gate": "beam"}}
-"""The window sweep: TAWin aimed at each K (width K), original and gated."""
+"""The window sweeps: TAWin aimed at each K, original and gated."""
+SWEEP_KS = (1, 3, 10, 20)
 
 
-def sweep_variant(form: str, target_k: int) -> dict:
-    """TAWin aimed at HR@target_k: window negative-ranks [K - 1, 2K - 1)."""
-    init_args = {"target_k": target_k, "window_width": target_k, **SWEEP_FORMS[form]}
+def sweep_variant(form: str, target_k: int, width: int | None = None) -> dict:
+    """TAWin aimed at HR@target_k: window negative-ranks [K - 1, K - 1 + width); width K by
+    default (the mean of HR@K..HR@(2K-1)); width 1 is HR@K itself."""
+    width = target_k if width is None else width
+    init_args = {"target_k": target_k, "window_width": width, **SWEEP_FORMS[form]}
     return {"class_path": TAWIN, "init_args": init_args}
 
 
-def plan_runs(plan: str, seeds: list[int], lrs: list[float]) -> list[tuple[str, dict, float, int]]:
+def sweep_name(form: str, target_k: int, width: int | None = None) -> str:
+    """Run name of a sweep point; aimed at K = 10 with width 10 it is the main plan's run,
+    and width 1 at K = 1 is the width-K sweep's K = 1 run (the same window)."""
+    if width is None or width == target_k:
+        return form if target_k == 10 else f"sweep_{form}_k{target_k}"
+    return f"sweep1_{form}_k{target_k}"
+
+
+def plan_runs(
+    plan: str, seeds: list[int], lrs: list[float]
+) -> list[tuple[str, dict | None, float, int]]:
     """`(run name, objective, learning rate, seed)` of every run of the plan, in run order.
 
     Main plan: seed-major, so that a stopped study has every variant of the first seeds.
-    Sweep: the extreme windows (K = 1 and K = 20) for every seed first, the two claims the
-    sweep tests, then K = 3 and K = 10.
+    Sweep (width K) and sweep1 (width 1): the extreme windows (K = 1 and K = 20) for every
+    seed first, the two claims the sweep tests, then K = 3 and K = 10.
     """
-    runs = []
+    runs: list[tuple[str, dict | None, float, int]] = []
     if plan == "main":
         for seed in seeds:
             for lr in lrs:
                 runs += [(name, objective, lr, seed) for name, objective in VARIANTS.items()]
         return runs
+    if plan not in ("sweep", "sweep1"):
+        raise ValueError(f"unknown plan {plan!r}: main, sweep or sweep1")
     for ks in ((1, 20), (3, 10)):
         for seed in seeds:
             for lr in lrs:
                 for target_k in ks:
                     for form in SWEEP_FORMS:
-                        # aimed at K = 10 the sweep's run is the main plan's: shared, not rerun
-                        name = form if target_k == 10 else f"sweep_{form}_k{target_k}"
-                        runs.append((name, sweep_variant(form, target_k), lr, seed))
+                        width = 1 if plan == "sweep1" else None
+                        name = sweep_name(form, target_k, width)
+                        runs.append((name, sweep_variant(form, target_k, width), lr, seed))
     return runs
 
 
 def cli_args(
-    dataset: str, run_dir: Path, objective: dict | None, lr: float, seed: int, args
+    dataset: str,
+    run_dir: Path,
+    name: str,
+    objective: dict | None,
+    lr: float,
+    seed: int,
+    init: Path,
+    args,
 ) -> list[str]:
-    """`wpauc fit` arguments of one RL run (objective None: SFT) from the SFT checkpoint."""
+    """`wpauc fit` arguments of one run from the SFT start `init`: RL from
+    `configs/<dataset>/tawin.yaml` with `objective`, or the control (SFT recipe)."""
+    config = "sft.yaml" if name == CONTROL else "tawin.yaml"
+    objective_args = [] if name == CONTROL else [f"--model.objective={json.dumps(objective)}"]
     return [
-        f"--config={REPO / 'configs' / dataset / 'tawin.yaml'}",
-        f"--model.objective={json.dumps(objective)}",
-        f"--model.init_from={args.sft_checkpoint}",
+        f"--config={REPO / 'configs' / dataset / config}",
+        *objective_args,
+        f"--model.init_from={init}",
         f"--model.loss.beta={args.beta}",
         f"--model.optimizer.init_args.lr={lr}",
         f"--seed_everything={seed}",
@@ -118,10 +158,20 @@ def cli_args(
     ]
 
 
-def run_name(name: str, lr: float, beta: float, seed: int) -> str:
-    """Folder name of one run; the KL weight appears only when it is not the default 0."""
+TEST_ARGS = [
+    # the test is exact over every rank (AUC too), whatever the validation's cap
+    "--data.max_eval_samples=null",
+    "--model.eval_rank_cap=null",
+    '--trainer.callbacks+={"class_path": "wpauc.callbacks.TestRanksWriter"}',
+]
+
+
+def run_name(name: str, lr: float, beta: float, seed: int, sft_seed: int | None = None) -> str:
+    """Folder name of one run; the KL weight appears only when it is not the default 0, the
+    SFT seed only for runs from this study's starts (the first study had one start)."""
     anchor = f"_beta{beta:g}" if beta else ""
-    return f"{name}_lr{lr:g}{anchor}_seed{seed}"
+    start = "" if sft_seed is None else f"_sft{sft_seed}"
+    return f"{name}_lr{lr:g}{anchor}{start}_seed{seed}"
 
 
 def finished_result(run_dir: Path) -> dict | None:
@@ -135,39 +185,47 @@ def finished_result(run_dir: Path) -> dict | None:
     return None
 
 
-def run_one(dataset: str, name: str, objective: dict | None, lr: float, seed: int, args) -> dict:
-    """Fit, test the best checkpoint on the full test split, save curves and metrics."""
-    from wpauc.cli import run_cli
-
-    run_dir = args.out / dataset / run_name(name, lr, args.beta, seed)
-    result_file = run_dir / "result.json"
-    if (finished := finished_result(run_dir)) is not None:
-        return finished
-    start = time.perf_counter()
-    fit_args = cli_args(dataset, run_dir, objective, lr, seed, args)
-    run_cli(["fit", *fit_args])
-    best = run_dir / "checkpoints" / "best.ckpt"
-    # the test is exact over every rank (AUC too), whatever the validation's cap
-    test_args = ["--data.max_eval_samples=null", "--model.eval_rank_cap=null"]
-    cli = run_cli(["test", *fit_args[:-1], *test_args, f"--ckpt_path={best}"])
-    test = {
+def test_metrics(cli) -> dict[str, float]:
+    """The `test/` metrics of a finished `wpauc test`, prefix removed."""
+    return {
         key.removeprefix("test/"): float(value)
         for key, value in cli.trainer.callback_metrics.items()
         if key.startswith("test/")
     }
+
+
+def run_one(
+    dataset: str, name: str, objective: dict | None, lr: float, seed: int, sft_seed: int, args
+) -> dict:
+    """Fit from the start `sft_seed`, test the best checkpoint on the full test split (with
+    the per-context counts), save curves and metrics."""
+    from wpauc.cli import run_cli
+
+    run_dir = args.out / dataset / run_name(name, lr, args.beta, seed, sft_seed)
+    if (finished := finished_result(run_dir)) is not None:
+        return finished
+    start = time.perf_counter()
+    init = start_policy(args.out, dataset, sft_seed)
+    fit_args = cli_args(dataset, run_dir, name, objective, lr, seed, init, args)
+    run_cli(["fit", *fit_args])
+    best = run_dir / "checkpoints" / "best.ckpt"
+    cli = run_cli(["test", *fit_args[:-1], *TEST_ARGS, f"--ckpt_path={best}"])
     result = {
         "dataset": dataset,
         "name": name,
         "objective": objective,
         "lr": lr,
         "seed": seed,
+        "sft_seed": sft_seed,
         "steps": args.steps,
         "beta": args.beta,
-        "test": test,
+        "test": test_metrics(cli),
         "curves": read_curves(run_dir),
         "seconds": time.perf_counter() - start,
     }
-    result_file.write_text(json.dumps(result, indent=1))
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    if args.commit:
+        commit(run_dir, f"results: {dataset} study: {run_dir.name}")
     return result
 
 
@@ -186,26 +244,118 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def start_point(dataset: str, args) -> dict:
-    """Validation and test metrics of the SFT checkpoint itself (step 0 of every curve)."""
+def start_folder(out: Path, dataset: str, sft_seed: int) -> Path:
+    """Folder of one SFT start."""
+    return out / dataset / f"sft_seed{sft_seed}"
+
+
+def start_policy(out: Path, dataset: str, sft_seed: int) -> Path:
+    """The start's policy weights (`train_start`'s slim copy of its best checkpoint)."""
+    path = start_folder(out, dataset, sft_seed) / "start_policy.pt"
+    if not path.exists():
+        sys.exit(f"{path}: no SFT start; run --plan starts --sft-seeds {sft_seed} first")
+    return path
+
+
+def train_start(dataset: str, sft_seed: int, args) -> Path:
+    """Train `configs/<dataset>/sft.yaml` with seed `sft_seed` (skipped once `fit.json`
+    marks it finished) and keep the best checkpoint's policy weights and catalog record as
+    `start_policy.pt` (small enough to commit, so that later sessions reuse the start)."""
+    import torch
+
+    from wpauc.cli import run_cli
+    from wpauc.models.provenance import CATALOG_KEY
+
+    folder = start_folder(args.out, dataset, sft_seed)
+    slim = folder / "start_policy.pt"
+    if not (folder / "fit.json").exists():
+        if folder.exists():
+            shutil.rmtree(folder)
+        began = time.perf_counter()
+        run_cli(
+            [
+                "fit",
+                f"--config={REPO / 'configs' / dataset / 'sft.yaml'}",
+                f"--seed_everything={sft_seed}",
+                f"--model.policy.init_args.seed={sft_seed}",
+                f"--model.rollout_seed={sft_seed}",
+                f"--data.seed={sft_seed}",
+                f"--trainer.default_root_dir={folder}",
+                "--trainer.enable_progress_bar=false",
+                "--test_after_fit=false",
+            ]
+        )
+        (folder / "fit.json").write_text(json.dumps({"fit_seconds": time.perf_counter() - began}))
+    if not slim.exists():
+        checkpoint = torch.load(
+            folder / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True
+        )
+        torch.save(
+            {"state_dict": checkpoint["state_dict"], CATALOG_KEY: checkpoint[CATALOG_KEY]}, slim
+        )
+    return slim
+
+
+def start_point(dataset: str, sft_seed: int, args) -> dict:
+    """The start's validation on every RL seed's subset (step 0 of those runs' curves, with
+    their settings) and its test with per-context counts: `sft_seed<k>/result.json`."""
     from wpauc.cli import run_cli
 
-    result_file = args.out / dataset / "sft_start.json"
+    folder = start_folder(args.out, dataset, sft_seed)
+    result_file = folder / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    result_file.parent.mkdir(parents=True, exist_ok=True)
-    base = [
-        f"--config={REPO / 'configs' / dataset / 'sft.yaml'}",
-        f"--trainer.default_root_dir={args.out / dataset / 'sft_start'}",
-        "--trainer.enable_progress_bar=false",
-        f"--ckpt_path={args.sft_checkpoint}",
-    ]
-    metrics = {}
-    for stage, extra in (("validate", []), ("test", ["--data.max_eval_samples=null"])):
-        cli = run_cli([stage, *base, *extra])
-        metrics.update({k: float(v) for k, v in cli.trainer.callback_metrics.items()})
-    result_file.write_text(json.dumps(metrics, indent=1))
-    return metrics
+    began = time.perf_counter()
+    init = train_start(dataset, sft_seed, args)
+    objective = VARIANTS["tawin_gated"]  # any: validation metrics depend on the weights only
+    val_by_data_seed = {}
+    for seed in args.seeds:
+        val_args = cli_args(
+            dataset, folder / f"val_seed{seed}", "start", objective, 1e-4, seed, init, args
+        )
+        cli = run_cli(["validate", *val_args[:-1]])
+        val_by_data_seed[seed] = {
+            k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")
+        }
+    test_args = cli_args(dataset, folder, "start", objective, 1e-4, sft_seed, init, args)[:-1]
+    cli = run_cli(["test", *test_args, *TEST_ARGS])
+    result = {
+        "dataset": dataset,
+        "name": "sft_start",
+        "sft_seed": sft_seed,
+        "val_by_data_seed": val_by_data_seed,
+        "test": test_metrics(cli),
+        "fit_seconds": json.loads((folder / "fit.json").read_text())["fit_seconds"],
+        "seconds": time.perf_counter() - began,
+    }
+    result_file.write_text(json.dumps(result, indent=1))
+    if args.commit:
+        commit(folder, f"results: {dataset} study: SFT start seed {sft_seed}")
+    return result
+
+
+def commit(folder: Path, message: str) -> None:
+    """Commit `folder`'s files (git's ignore rules apply: no checkpoints, no TensorBoard
+    logs) and nothing else; waits while another process holds git's index lock."""
+    relative = str(folder.resolve().relative_to(REPO))
+    for _attempt in range(60):
+        add = subprocess.run(
+            ["git", "add", "--", relative], cwd=REPO, capture_output=True, text=True
+        )
+        done = (
+            add.returncode == 0
+            and subprocess.run(
+                ["git", "commit", "-q", "-m", message, "--", relative],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            ).returncode
+            == 0
+        )
+        if done:
+            return
+        time.sleep(5)
+    print(f"commit of {relative} failed after 60 tries: {add.stderr}", flush=True)
 
 
 def set_up_process(threads: int) -> None:
@@ -223,9 +373,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset", default="synthetic", help="config folder under configs/")
-    parser.add_argument("--plan", choices=("main", "sweep"), default="main")
-    parser.add_argument("--sft-checkpoint", type=Path, help="the converged SFT checkpoint")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--plan", choices=("starts", "main", "sweep", "sweep1"), default="main")
+    parser.add_argument("--sft-seeds", nargs="+", type=int, default=[0], help="SFT starts")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="RL seeds")
     parser.add_argument("--lrs", nargs="+", type=float, default=[1e-4])
     parser.add_argument("--steps", type=int, default=600, help="RL steps per run")
     parser.add_argument("--val-every", type=int, default=100, help="steps between validations")
@@ -239,6 +389,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="run only these run names")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--commit", action="store_true", help="git-commit each finished run")
     parser.add_argument("--report", action="store_true", help="only write tables and plots")
     args = parser.parse_args()
 
@@ -246,17 +397,25 @@ def main() -> None:
     if args.report:
         from experiments.study_report import write_study_report
 
-        write_study_report(args.out, REPO / "README.md")
+        write_study_report(args.out, STUDY_README)
         return
-    if args.sft_checkpoint is None or not args.sft_checkpoint.exists():
-        sys.exit(f"--sft-checkpoint: no checkpoint at {args.sft_checkpoint}")
-    start_point(args.dataset, args)
-    for name, objective, lr, seed in plan_runs(args.plan, args.seeds, args.lrs):
-        if args.only and name not in args.only:
-            continue
-        result = run_one(args.dataset, name, objective, lr, seed, args)
-        summary = {k: round(result["test"][k], 4) for k in ("hr@1", "hr@10", "hr@20", "ndcg@10")}
-        print(f"[{args.dataset}] {name} lr={lr:g} seed={seed}: {summary}", flush=True)
+    for sft_seed in args.sft_seeds:
+        start_point(args.dataset, sft_seed, args)
+    if args.plan == "starts":
+        return
+    # start-major: a stopped plan has every run of its first starts
+    for sft_seed in args.sft_seeds:
+        for name, objective, lr, seed in plan_runs(args.plan, args.seeds, args.lrs):
+            if args.only and name not in args.only:
+                continue
+            result = run_one(args.dataset, name, objective, lr, seed, sft_seed, args)
+            summary = {
+                k: round(result["test"][k], 4) for k in ("hr@1", "hr@10", "hr@20", "ndcg@10")
+            }
+            print(
+                f"[{args.dataset}] {name} lr={lr:g} sft={sft_seed} seed={seed}: {summary}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
