@@ -142,7 +142,7 @@ def cli_args(
         f"--config={REPO / 'configs' / dataset / config}",
         *objective_args,
         f"--model.init_from={init}",
-        f"--model.loss.beta={args.beta}",
+        f"--model.loss.beta={0.0 if name == CONTROL else args.beta}",
         f"--model.optimizer.init_args.lr={lr}",
         f"--seed_everything={seed}",
         f"--model.rollout_seed={seed}",
@@ -201,7 +201,8 @@ def run_one(
     the per-context counts), save curves and metrics."""
     from wpauc.cli import run_cli
 
-    run_dir = args.out / dataset / run_name(name, lr, args.beta, seed, sft_seed)
+    beta = 0.0 if name == CONTROL else args.beta  # no KL term without an objective
+    run_dir = args.out / dataset / run_name(name, lr, beta, seed, sft_seed)
     if (finished := finished_result(run_dir)) is not None:
         return finished
     start = time.perf_counter()
@@ -218,7 +219,7 @@ def run_one(
         "seed": seed,
         "sft_seed": sft_seed,
         "steps": args.steps,
-        "beta": args.beta,
+        "beta": beta,
         "test": test_metrics(cli),
         "curves": read_curves(run_dir),
         "seconds": time.perf_counter() - start,
