@@ -3,10 +3,20 @@
 # time on one thread. Every piece skips what has finished and commits each finished run, so
 # the script can be stopped and started again; it runs from the repository root.
 #   nohup experiments/run_plan.sh > experiments/results/study/plan.log 2>&1 &
+# The code runs from a snapshot of HEAD (the working tree is shared with work in progress);
+# results land in this repository's experiments/results/study and are committed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$PWD
+CODE=${STUDY_CODE:-/tmp/wpauc_study_code}
+rm -rf "$CODE" && mkdir -p "$CODE"
+git archive HEAD wpauc experiments configs | tar -x -C "$CODE"
+export WPAUC_STUDY_COMMIT=$(git rev-parse HEAD)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WPAUC_DATA="${WPAUC_DATA:-/work/shared/data}"
-study() { .venv/bin/python -m experiments.study --threads 1 --commit "$@"; }
+study() {
+  (cd "$CODE" && "$REPO/.venv/bin/python" -m experiments.study --out "$REPO/experiments/results/study" \
+    --threads 1 --commit "$@")
+}
 REAL=(--val-rank-cap 20)
 SEEDS=(--sft-seeds 0 1 2 --seeds 0 1 2)
 
@@ -25,4 +35,3 @@ study --dataset synthetic --plan main --only sft_matched --lrs 1e-4
 study --dataset office --plan main --only sft_matched --lrs 1e-4 "${REAL[@]}"
 study --dataset industrial --plan main --only sft_matched tawin_gated --lrs 3e-4 --beta 0.04 "${REAL[@]}"
 study --dataset industrial --plan main --only sft_matched --lrs 1e-4 "${REAL[@]}"
-study --report

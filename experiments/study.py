@@ -223,6 +223,7 @@ def run_one(
         "test": test_metrics(cli),
         "curves": read_curves(run_dir),
         "seconds": time.perf_counter() - start,
+        "code_commit": code_commit(),
     }
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     if args.commit:
@@ -328,6 +329,7 @@ def start_point(dataset: str, sft_seed: int, args) -> dict:
         "test": test_metrics(cli),
         "fit_seconds": json.loads((folder / "fit.json").read_text())["fit_seconds"],
         "seconds": time.perf_counter() - began,
+        "code_commit": code_commit(),
     }
     result_file.write_text(json.dumps(result, indent=1))
     if args.commit:
@@ -337,26 +339,29 @@ def start_point(dataset: str, sft_seed: int, args) -> dict:
 
 def commit(folder: Path, message: str) -> None:
     """Commit `folder`'s files (git's ignore rules apply: no checkpoints, no TensorBoard
-    logs) and nothing else; waits while another process holds git's index lock."""
-    relative = str(folder.resolve().relative_to(REPO))
+    logs) and nothing else, in the repository that holds `folder` (the study may run from a
+    snapshot of the code, `experiments/run_plan.sh`); waits while another process holds
+    git's index lock."""
+    git = ["git", "-C", str(folder)]
     for _attempt in range(60):
-        add = subprocess.run(
-            ["git", "add", "--", relative], cwd=REPO, capture_output=True, text=True
-        )
+        add = subprocess.run([*git, "add", "--", "."], capture_output=True, text=True)
         done = (
             add.returncode == 0
             and subprocess.run(
-                ["git", "commit", "-q", "-m", message, "--", relative],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
+                [*git, "commit", "-q", "-m", message, "--", "."], capture_output=True, text=True
             ).returncode
             == 0
         )
         if done:
             return
         time.sleep(5)
-    print(f"commit of {relative} failed after 60 tries: {add.stderr}", flush=True)
+    print(f"commit of {folder} failed after 60 tries: {add.stderr}", flush=True)
+
+
+def code_commit() -> str | None:
+    """The commit of the code that ran (`experiments/run_plan.sh` sets `WPAUC_STUDY_COMMIT`
+    for its snapshot), recorded in every result."""
+    return os.environ.get("WPAUC_STUDY_COMMIT")
 
 
 def set_up_process(threads: int) -> None:
