@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import defaultdict
@@ -120,8 +121,9 @@ def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- per-user metrics
+@functools.lru_cache(maxsize=1024)
 def load_counts(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a `TestRanksWriter` file."""
+    """The arrays of a `TestRanksWriter` file (cached: the report reads each many times)."""
     with np.load(path) as saved:
         return {key: saved[key] for key in saved.files}
 
@@ -228,6 +230,11 @@ class Run:
         return self.result["name"], self.result["lr"], self.result.get("beta", 0.0)
 
     @property
+    def pair(self) -> tuple[int | None, int]:
+        """(SFT seed, RL seed): runs of two configurations with one pair are paired."""
+        return self.result.get("sft_seed"), int(self.result["seed"])
+
+    @property
     def test(self) -> dict[str, float]:
         """Test metrics of the selected step (the start's when it is step 0)."""
         if self.selected_step == 0:
@@ -272,11 +279,60 @@ def load_runs(out: Path) -> dict[str, list[Run]]:
 
 
 def group_by_config(runs: list[Run]) -> dict[tuple[str, float, float], list[Run]]:
-    """Runs by configuration, in name order."""
+    """Runs by configuration, in name order (runs of one cohort: see `split_cohorts`)."""
     groups: dict[tuple[str, float, float], list[Run]] = defaultdict(list)
     for run in runs:
         groups[run.key].append(run)
     return dict(sorted(groups.items()))
+
+
+def split_cohorts(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """(the first study's runs: one SFT start, gone, no counts; the runs from this study's
+    seeded starts)."""
+    return [r for r in runs if r.start is None], [r for r in runs if r.start is not None]
+
+
+def config_score(runs: list[Run]) -> float:
+    """The rule's score of a configuration: mean selected val/NDCG@10 over its runs."""
+    return mean_std([run.selected_value for run in runs])[0]
+
+
+def start_score(starts: Sequence[Start], seeds: Sequence[int]) -> float:
+    """The rule's score of "no RL": the starts' mean val/NDCG@10 over the RL seeds' subsets."""
+    return mean_std([s.val_by_data_seed[seed][SELECTION_METRIC] for s in starts for seed in seeds])[
+        0
+    ]
+
+
+def paired_difference(
+    a: list[Run], b: list[Run] | None, metric: str
+) -> tuple[Difference, dict[int, float]] | None:
+    """`a - b` of `metric` per test user, each user's difference averaged over the run pairs
+    (same SFT start and RL seed; `b` None: each run of `a` against its own start), with the
+    bootstrap interval and the sign test; and the mean difference per SFT start. None when
+    no pair has counts."""
+    by_pair = {run.pair: run for run in (b or [])}
+    pairs = []
+    for run in a:
+        other = run.start if b is None else by_pair.get(run.pair)
+        if other is not None and run.counts_path is not None and other.counts_path is not None:
+            pairs.append((run, other))
+    if not pairs:
+        return None
+    per_pair = [
+        (
+            run.pair[0],
+            per_user(load_counts(run.counts_path), metric)
+            - per_user(load_counts(other.counts_path), metric),
+        )
+        for run, other in pairs
+    ]
+    diff = np.mean([d for _, d in per_pair], axis=0)
+    by_start: dict[int, list[float]] = defaultdict(list)
+    for sft_seed, d in per_pair:
+        by_start[sft_seed].append(float(d.mean()))
+    per_start = {seed: mean_std(values)[0] for seed, values in sorted(by_start.items())}
+    return difference(diff, np.zeros_like(diff)), per_start
 
 
 def seed_averaged(paths: Sequence[Path], metric: str) -> np.ndarray:

@@ -1,20 +1,57 @@
-"""Tables and learning-curve plots of `experiments.study`'s finished runs.
+"""Tables, intervals and learning-curve plots of `experiments.study`'s finished runs.
 
-python -m experiments.study --report     # or: python -m experiments.study_report [out]
+    python -m experiments.study --report     # or: python -m experiments.study_report [out]
+
+Everything is computed from the result files (`experiments.stats`): the selection on
+validation by the rule of experiments/README.md, the headline rows with paired bootstrap
+intervals over test users, the window sweeps (width K and width 1) with the contrasts of
+the aimed K, each run's WPAUC at every swept window, and the first study's grid. The tables
+go between the markers of experiments/README.md.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from experiments.stats import (
+    Run,
+    config_score,
+    group_by_config,
+    load_counts,
+    load_runs,
+    load_starts,
+    mean_std,
+    paired_difference,
+    per_user,
+    split_cohorts,
+    start_score,
+    window_metric,
+)
+
+HEADLINE = {
+    "synthetic": ("tawin_gated", 3e-4, 0.04),
+    "office": ("beam_pauc_gated", 3e-4, 0.04),
+    "industrial": ("tawin_gated", 3e-4, 0.04),
+}
+"""The RL row of each data set's headline: the rule's pick on the first study's validation
+curves (experiments/README.md, rule 3); its control is `sft_matched` at the same rate."""
+CONTROL = "sft_matched"
+HEADLINE_METRICS = ("hr@1", "hr@10", "hr@20", "ndcg@10")
+ORACLE_METRICS = ("expected_hr@1", "expected_hr@10")
 TEST_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20", "ndcg@10", "auc")
-# Validation curves drawn, in panel order; a tag no run logged (the oracle's on real data,
-# AUC under a rank cap) gets no panel.
+SWEEP_KS = (1, 3, 10, 20)
+SWEEP_WIDTHS = ("K", "1")
+SHIPPED = {
+    "tawin.yaml": "TAWinWPAUC",
+    "beam_pauc.yaml": "BeamPAUC",
+    "grpo_auc.yaml": "GRPOAUC",
+}
+"""Each shipped RL config by the objective class whose configurations are its candidates."""
+# Validation curves drawn, in panel order; a tag no run logged gets no panel.
 CURVES = (
     "val/hr@1",
     "val/hr@3",
@@ -28,145 +65,306 @@ CURVES = (
     "val/top1_prob",
 )
 PANEL_COLUMNS = 4
-SWEEP_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20")
 
 
-def load_results(out: Path) -> dict[str, list[dict]]:
-    """Finished runs by dataset."""
-    by_dataset: dict[str, list[dict]] = defaultdict(list)
-    for path in sorted(out.glob("*/*/result.json")):
-        result = json.loads(path.read_text())
-        by_dataset[result["dataset"]].append(result)
-    return by_dataset
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std (0 for one value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def cell(values: list[float], bold: bool = False) -> str:
+def cell(values: list[float]) -> str:
     """`mean ± std (n)` of one table cell."""
     mean, std = mean_std(values)
-    text = f"{mean:.4f} ± {std:.4f} ({len(values)})"
-    return f"**{text}**" if bold else text
+    return f"{mean:.4f} ± {std:.4f} ({len(values)})"
 
 
-def group_runs(results: list[dict]) -> dict[tuple[str, float, float], list[dict]]:
-    """Runs by (name, learning rate, KL weight), seeds together."""
-    groups: dict[tuple[str, float, float], list[dict]] = defaultdict(list)
-    for result in results:
-        groups[(result["name"], result["lr"], result.get("beta", 0.0))].append(result)
-    return dict(sorted(groups.items()))
+def label(key: tuple[str, float, float]) -> str:
+    """`name, lr, β` of a configuration."""
+    name, lr, beta = key
+    return f"{name} | {lr:g} | {beta:g}"
 
 
-def main_table(dataset: str, results: list[dict], start: dict) -> list[str]:
-    """Test metrics of the main comparison, mean ± std over seeds (number of seeds)."""
+def interval(found) -> str:
+    """A table cell of a paired difference: the interval, and "n.d." when it holds 0."""
+    if found is None:
+        return "pending"
+    diff, _ = found
+    mark = " n.d." if diff.holds_zero else ""
+    return f"{diff.text()}{mark}"
+
+
+def per_start_text(found) -> str:
+    """The mean difference per SFT start, `s0 +0.0010, s1 ...`."""
+    if found is None:
+        return ""
+    return ", ".join(f"s{seed} {value:+.4f}" for seed, value in found[1].items())
+
+
+# ---------------------------------------------------------------- selection
+def selection_table(
+    dataset: str, runs: list[Run], cohort: str, start_value: float | None
+) -> list[str]:
+    """Every configuration of a cohort: the rule's score (mean selected val/NDCG@10), its
+    selected steps, and the test metrics of those steps (mean ± std over runs)."""
+    groups = group_by_config(runs)
+    ranked = sorted(groups.items(), key=lambda item: -config_score(item[1]))
     lines = [
-        f"#### {dataset}: RL from the SFT checkpoint (test split, best val/NDCG@10 step)",
+        f"#### {dataset}, {cohort}: every configuration, by the rule's score",
         "",
-        "| run | lr | KL weight | " + " | ".join(c.upper() for c in TEST_COLUMNS) + " |",
-        "|---|---|---" + "|---" * len(TEST_COLUMNS) + "|",
-        "| SFT start | - | - | "
-        + " | ".join(f"{start.get(f'test/{c}', float('nan')):.4f}" for c in TEST_COLUMNS)
+        "Score = mean over runs of the selected val/NDCG@10; steps = the selected steps."
+        " Test = the selected step, mean ± std (runs).",
+        "",
+        "| variant | lr | β | score | steps | "
+        + " | ".join(c.upper() for c in TEST_COLUMNS)
         + " |",
+        "|---|---|---|---|---" + "|---" * len(TEST_COLUMNS) + "|",
     ]
-    for (name, lr, beta), runs in group_runs(results).items():
-        if name.startswith("sweep_"):
-            continue
-        cells = [cell([run["test"][c] for run in runs]) for c in TEST_COLUMNS]
-        lines.append(f"| {name} | {lr:g} | {beta:g} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def sweep_form(result: dict) -> tuple[str, int] | None:
-    """`(form, K)` of a window-sweep run (TAWin with window_width = target_k), else None."""
-    objective = result["objective"]
-    if objective is None:
-        return None
-    init_args = objective["init_args"]
-    if not objective["class_path"].endswith("TAWinWPAUC") or "pairwise" in init_args:
-        return None
-    if init_args.get("window_width") != init_args.get("target_k"):
-        return None
-    form = "gated (positive in the beam)" if init_args.get("gate") == "beam" else "original"
-    return form, init_args["target_k"]
-
-
-def sweep_groups(results: list[dict]) -> dict[tuple[str, float, float], dict[int, list[dict]]]:
-    """Window-sweep runs by (form, learning rate, KL weight), then by aimed K; only the
-    groups aimed at two K or more (a lone K = 10 run belongs to the main comparison)."""
-    groups: dict[tuple[str, float, float], dict[int, list[dict]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for result in results:
-        form = sweep_form(result)
-        if form is not None:
-            groups[(form[0], result["lr"], result.get("beta", 0.0))][form[1]].append(result)
-    return {group: dict(by_k) for group, by_k in sorted(groups.items()) if len(by_k) >= 2}
-
-
-def sweep_table(dataset: str, results: list[dict], start: dict) -> list[str]:
-    """Target-K x measured HR@K of the window sweep; the diagonal (HR at the aimed K) bold."""
-    lines = []
-    for (form, lr, beta), by_k in sweep_groups(results).items():
-        anchor = f", KL weight {beta:g}" if beta else ""
-        lines += [
-            f"#### {dataset}: TAWin {form} aimed at K (window ranks [K-1, 2K-1)), "
-            f"lr {lr:g}{anchor}: test HR@K, mean ± std (seeds); bold = the aimed K",
-            "",
-            "| aimed at K | " + " | ".join(c.upper() for c in SWEEP_COLUMNS) + " |",
-            "|---" * (len(SWEEP_COLUMNS) + 1) + "|",
-            "| SFT start | "
-            + " | ".join(f"{start.get(f'test/{c}', float('nan')):.4f}" for c in SWEEP_COLUMNS)
-            + " |",
+    if start_value is not None:
+        lines.append(
+            f"| SFT start (step 0) | - | - | {start_value:.4f} | 0 |" + " |" * len(TEST_COLUMNS)
+        )
+    for key, group in ranked:
+        steps = ",".join(str(s) for s in sorted(run.selected_step for run in group))
+        tests = [
+            cell([run.test[c] for run in group if c in run.test] or [math.nan])
+            for c in TEST_COLUMNS
         ]
-        for k in sorted(by_k):
-            cells = [
-                cell([run["test"][c] for run in by_k[k]], bold=(c == f"hr@{k}"))
-                for c in SWEEP_COLUMNS
-            ]
-            lines.append(f"| {k} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines.append(
+            f"| {label(key)} | {config_score(group):.4f} | {steps} | " + " | ".join(tests) + " |"
+        )
+    return [*lines, ""]
+
+
+def objective_class(run: Run) -> str | None:
+    """The objective class of a run (None: a control)."""
+    objective = run.result["objective"]
+    return None if objective is None else objective["class_path"].rsplit(".", 1)[1]
+
+
+def shipped_picks(dataset: str, runs: list[Run], cohort: str) -> list[str]:
+    """The rule's pick for each shipped config among its objective's configurations."""
+    lines = []
+    for config, class_name in SHIPPED.items():
+        candidates = {
+            k: g for k, g in group_by_config(runs).items() if objective_class(g[0]) == class_name
+        }
+        if not candidates:
+            continue
+        key, group = max(candidates.items(), key=lambda item: config_score(item[1]))
+        objective = group[0].result["objective"]["init_args"]
+        settings = ", ".join(f"{k}={v}" for k, v in objective.items())
+        lines.append(
+            f"- `configs/{dataset}/{config}` ({cohort}): {key[0]}, lr {key[1]:g}, β {key[2]:g}"
+            f" ({settings}); score {config_score(group):.4f} of {len(candidates)} candidates"
+        )
     return lines
 
 
-def mean_curve(runs: list[dict], tag: str, start: dict) -> tuple[list[int], list[float]]:
-    """`(steps, mean over seeds)` of one logged scalar; step 0 is the SFT start when known."""
-    steps_values: dict[int, list[float]] = defaultdict(list)
+# ---------------------------------------------------------------- headline
+def headline(dataset: str, runs: list[Run], starts: dict) -> list[str]:
+    """The start, the matched control and the headline RL variant: test metrics and the
+    paired differences with their intervals."""
+    groups = group_by_config(runs)
+    rl_key = HEADLINE.get(dataset)
+    if rl_key is None:
+        return []
+    control_key = (CONTROL, rl_key[1], 0.0)
+    rl, control = groups.get(rl_key, []), groups.get(control_key, [])
+    metrics = list(HEADLINE_METRICS)
+    has_oracle = any("expected_hr" in load_counts(s.counts_path) for s in starts.values())
+    if has_oracle:
+        metrics += ORACLE_METRICS
+    lines = [
+        f"#### {dataset}: headline (SFT starts {sorted(starts)} x RL seeds; test split)",
+        "",
+        "| row | runs | " + " | ".join(m.upper() for m in metrics) + " |",
+        "|---|---" + "|---" * len(metrics) + "|",
+    ]
+    start_values = {m: [start_metric(s, m) for s in starts.values()] for m in metrics}
+    lines.append(
+        "| SFT start | "
+        + f"{len(starts)} | "
+        + " | ".join(cell(start_values[m]) for m in metrics)
+        + " |"
+    )
+    for name, group in (
+        (f"{CONTROL} lr {control_key[1]:g}", control),
+        (label(rl_key).replace(" | ", " "), rl),
+    ):
+        values = [
+            cell([run_metric(run, m) for run in group]) if group else "pending" for m in metrics
+        ]
+        lines.append(f"| {name} | {len(group)} | " + " | ".join(values) + " |")
+    lines += [
+        "",
+        "Paired differences over test users, 95 % bootstrap interval (n.d.: no detectable"
+        " difference, the interval holds 0); per SFT start below each.",
+        "",
+        "| difference | " + " | ".join(m.upper() for m in metrics) + " |",
+        "|---" + "|---" * len(metrics) + "|",
+    ]
+    comparisons = (
+        ("RL - start", rl, None),
+        ("RL - control", rl, control),
+        ("control - start", control, None),
+    )
+    for name, a, b in comparisons:
+        found = {m: paired_difference(a, b, m) if a and (b is None or b) else None for m in metrics}
+        lines.append(f"| {name} | " + " | ".join(interval(found[m]) for m in metrics) + " |")
+        lines.append(
+            "| (per start) | " + " | ".join(per_start_text(found[m]) for m in metrics) + " |"
+        )
+    return [*lines, ""]
+
+
+def start_metric(start, metric: str) -> float:
+    """A start's test value of `metric` (from its counts for the oracle metrics)."""
+    if metric in start.test:
+        return start.test[metric]
+    return float(per_user(load_counts(start.counts_path), metric).mean())
+
+
+def run_metric(run: Run, metric: str) -> float:
+    """A run's test value of `metric` at its selected step."""
+    if metric in run.test:
+        return run.test[metric]
+    return float(per_user(load_counts(run.counts_path), metric).mean())
+
+
+# ---------------------------------------------------------------- steering
+def sweep_runs(runs: list[Run]) -> dict[tuple[str, float, float], dict[tuple[str, int], list[Run]]]:
+    """Gated-TAWin sweep runs by (form, lr, β), then by (width "K" or "1", aimed K)."""
+    groups: dict = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        for step, value in run["curves"].get(tag, []):
+        objective = run.result["objective"]
+        if objective is None or objective_class(run) != "TAWinWPAUC":
+            continue
+        args = objective["init_args"]
+        if "pairwise" in args:
+            continue
+        k, width = args["target_k"], args["window_width"]
+        form = "gated" if args.get("gate") == "beam" else "original"
+        key = (form, run.result["lr"], run.result.get("beta", 0.0))
+        if width == k:
+            groups[key][("K", k)].append(run)
+        if width == 1:
+            groups[key][("1", k)].append(run)
+    return {key: dict(by) for key, by in sorted(groups.items()) if len(by) >= 2}
+
+
+def steering(dataset: str, runs: list[Run]) -> list[str]:
+    """Per sweep: test HR@K of each aimed K, and the paired contrast of the aimed K's HR@K
+    against each other aimed K's (with the expected HR@K on the synthetic world)."""
+    lines = []
+    for (form, lr, beta), by in sweep_runs(runs).items():
+        for width in SWEEP_WIDTHS:
+            aimed = {k: by[(width, k)] for k in SWEEP_KS if (width, k) in by}
+            if len(aimed) < 2:
+                continue
+            window = "[K-1, 2K-1)" if width == "K" else "[K-1, K) (exactly HR@K)"
+            lines += [
+                f"#### {dataset}: TAWin {form}, lr {lr:g}, β {beta:g}, window {window}",
+                "",
+                "| aimed at K | " + " | ".join(f"HR@{k}" for k in SWEEP_KS) + " |",
+                "|---" * (len(SWEEP_KS) + 1) + "|",
+            ]
+            for k, group in aimed.items():
+                lines.append(
+                    f"| {k} | "
+                    + " | ".join(cell([run.test[f"hr@{j}"] for run in group]) for j in SWEEP_KS)
+                    + " |"
+                )
+            if not any(r.counts_path for g in aimed.values() for r in g):
+                lines.append("")
+                continue  # the first study saved no counts: no paired contrasts
+            oracle = all(
+                "expected_hr" in load_counts(r.counts_path)
+                for g in aimed.values()
+                for r in g
+                if r.counts_path
+            )
+            prefixes = ["hr", "expected_hr"] if oracle else ["hr"]
+            lines += [
+                "",
+                "Contrast: the aimed K's own metric at K minus the same metric of the run aimed at"
+                " K' (paired over users; n.d. = no detectable difference).",
+                "",
+                "| metric of the aimed K | "
+                + " | ".join(f"minus aimed at {k}" for k in aimed)
+                + " |",
+                "|---" * (len(aimed) + 1) + "|",
+            ]
+            for prefix in prefixes:
+                for k, group in aimed.items():
+                    cells = [
+                        "-"
+                        if other == k
+                        else interval(paired_difference(group, aimed[other], f"{prefix}@{k}"))
+                        for other in aimed
+                    ]
+                    lines.append(
+                        f"| {prefix.upper()}@{k} (aimed at {k}) | " + " | ".join(cells) + " |"
+                    )
+            lines.append("")
+    return lines
+
+
+def window_matrix(dataset: str, runs: list[Run], starts: dict) -> list[str]:
+    """Test WPAUC of every configuration (and the start) at every swept window, from the
+    saved counts: the objective x window matrix."""
+    windows = [(k, k) for k in SWEEP_KS] + [(k, 1) for k in SWEEP_KS if k > 1]
+    names = [f"[{k - 1},{k - 1 + w})" for k, w in windows]
+    lines = [
+        f"#### {dataset}: test WPAUC at every swept window (negative-ranks [lo, hi)),"
+        " mean over runs",
+        "",
+        "| configuration | runs | " + " | ".join(names) + " |",
+        "|---|---" + "|---" * len(names) + "|",
+    ]
+    rows = [("SFT start", [s.counts_path for s in starts.values()])]
+    for key, group in group_by_config(runs).items():
+        paths = [run.counts_path for run in group if run.counts_path is not None]
+        if paths:
+            rows.append((label(key).replace(" | ", " "), paths))
+    for name, paths in rows:
+        values = []
+        for k, w in windows:
+            per_run = [float(per_user(load_counts(p), window_metric(k, w)).mean()) for p in paths]
+            values.append(f"{mean_std(per_run)[0]:.4f}")
+        lines.append(f"| {name} | {len(paths)} | " + " | ".join(values) + " |")
+    return [*lines, ""]
+
+
+# ---------------------------------------------------------------- curves
+def mean_curve(results: list[dict], tag: str) -> tuple[list[int], list[float]]:
+    """`(steps, mean over runs)` of one logged scalar."""
+    steps_values: dict[int, list[float]] = defaultdict(list)
+    for result in results:
+        for step, value in result["curves"].get(tag, []):
             steps_values[step].append(value)
     steps = sorted(steps_values)
-    means = [mean_std(steps_values[s])[0] for s in steps]
-    if steps and tag in start:
-        return [0, *steps], [start[tag], *means]
-    return steps, means
+    return steps, [mean_std(steps_values[s])[0] for s in steps]
 
 
-def plot_groups(
-    lines: list[tuple[str, list[dict], dict]], start: dict, title: str, path: Path
-) -> Path:
-    """One panel per logged `CURVES` tag, one line per `(label, runs, line style)`; the
-    legend beside the panels, so no curve hides behind it."""
+def plot_curves(groups: dict[tuple[str, float, float], list[Run]], title: str, path: Path) -> Path:
+    """One panel per logged `CURVES` tag, one line (mean over runs) per configuration; the
+    legend beside the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
-    tags = [t for t in CURVES if any(t in run["curves"] for _, runs, _ in lines for run in runs)]
+    palette = colormaps["tab20"].colors
+    results = {key: [run.result for run in group] for key, group in groups.items()}
+    tags = [t for t in CURVES if any(t in r["curves"] for rs in results.values() for r in rs)]
     rows = math.ceil(len(tags) / PANEL_COLUMNS)
     figure, axes = plt.subplots(
         rows, PANEL_COLUMNS, figsize=(4 * PANEL_COLUMNS + 3, 3.2 * rows), squeeze=False
     )
-    for axis, tag in zip(axes.flat, tags, strict=False):
-        for label, runs, style in lines:
-            steps, means = mean_curve(runs, tag, start)
+    styles = itertools.cycle(("-", "--", ":", "-."))
+    for index, (key, rs) in enumerate(results.items()):
+        style = {"color": palette[index % len(palette)], "linestyle": next(styles)}
+        for axis, tag in zip(axes.flat, tags, strict=False):
+            steps, means = mean_curve(rs, tag)
             if steps:
-                axis.plot(steps, means, marker=".", label=label, **style)
+                axis.plot(steps, means, marker=".", label=label(key).replace(" | ", " "), **style)
+    for axis, tag in zip(axes.flat, tags, strict=False):
         axis.set_title(tag)
         axis.set_xlabel("RL step")
     for axis in axes.flat[len(tags) :]:
@@ -180,76 +378,50 @@ def plot_groups(
     return path
 
 
-def plot_curves(dataset: str, results: list[dict], start: dict, out: Path) -> list[Path]:
-    """Validation curves (mean over seeds): `<dataset>_curves.png`, the main comparison (a
-    colour per run group), and `<dataset>_sweep_curves.png`, the window sweep (a colour per
-    aimed K, a line style per form, learning rate and KL weight)."""
-    from matplotlib import colormaps
-
-    palette = colormaps["tab20"].colors
-    main_groups = [
-        (k, runs) for k, runs in group_runs(results).items() if not k[0].startswith("sweep_")
-    ]
-    main = [
-        (f"{name} {lr:g}{beta_label(beta)}", runs, {"color": palette[i % len(palette)]})
-        for i, ((name, lr, beta), runs) in enumerate(main_groups)
-    ]
-    title = f"{dataset}: RL from the SFT checkpoint"
-    paths = [plot_groups(main, start, title, out / f"{dataset}_curves.png")]
-    groups = sweep_groups(results)
-    if groups:
-        aimed = sorted({k for by_k in groups.values() for k in by_k})
-        colours = {k: palette[2 * i % len(palette)] for i, k in enumerate(aimed)}
-        sweep = [
-            (
-                f"{form.split()[0]} {lr:g}{beta_label(beta)} K={k}",
-                runs,
-                {"color": colours[k], "linestyle": linestyle},
-            )
-            for ((form, lr, beta), by_k), linestyle in zip(
-                groups.items(), itertools.cycle(("-", "--", ":", "-.")), strict=False
-            )
-            for k, runs in sorted(by_k.items())
-        ]
-        title = f"{dataset}: TAWin aimed at K (colour); form, lr, KL weight (line style)"
-        paths.append(plot_groups(sweep, start, title, out / f"{dataset}_sweep_curves.png"))
-    return paths
-
-
-def beta_label(beta: float) -> str:
-    """The KL weight in a legend label, only when it is not the default 0."""
-    return f" β={beta:g}" if beta else ""
-
-
+# ---------------------------------------------------------------- the report
 README_START = "<!-- study tables: written by `python -m experiments.study --report` -->"
 README_END = "<!-- end of study tables -->"
 
 
-def write_study_report(out: Path, readme: Path | None = None) -> Path:
-    """Write `<out>/study.md` and the curve plots; print the tables. With `readme`, also
-    replace the tables between its `README_START` and `README_END` markers."""
-    sections = ["# RL study", ""]
-    for dataset, results in load_results(out).items():
-        start_file = out / dataset / "sft_start.json"
-        start = json.loads(start_file.read_text()) if start_file.exists() else {}
-        sections += main_table(dataset, results, start) + [""]
-        sections += sweep_table(dataset, results, start)
-        for path in plot_curves(dataset, results, start, out):
-            sections += [f"![{dataset} validation curves]({path.name})", ""]
-    path = out / "study.md"
-    path.write_text("\n".join(sections))
-    print(path.read_text())
-    if readme is not None:
-        splice_tables(readme, sections[2:], out)
-    return path
+def report_lines(out: Path) -> list[str]:
+    """Every generated section, data set by data set."""
+    all_starts = load_starts(out)
+    lines = []
+    for dataset, runs in load_runs(out).items():
+        first, seeded = split_cohorts(runs)
+        starts = all_starts.get(dataset, {})
+        lines += [f"### {dataset}", ""]
+        if seeded:
+            seeds = sorted({run.pair[1] for run in seeded})
+            value = start_score(list(starts.values()), seeds)
+            lines += headline(dataset, seeded, starts)
+            lines += steering(dataset, seeded)
+            lines += window_matrix(dataset, seeded, starts)
+            lines += selection_table(dataset, seeded, "from the seeded SFT starts", value)
+            lines += shipped_picks(dataset, seeded, "seeded starts") + [""]
+            name = f"{dataset}_starts_curves.png"
+            plot_curves(
+                group_by_config(seeded), f"{dataset}: runs from the seeded SFT starts", out / name
+            )
+            lines += [f"![{dataset} validation curves, seeded starts](results/study/{name})", ""]
+        if first:
+            lines += selection_table(
+                dataset, first, "first study (one SFT start, 3 RL seeds, step 0 not measured)", None
+            )
+            lines += shipped_picks(dataset, first, "first study") + [""]
+            lines += steering(dataset, first)
+            name = f"{dataset}_curves.png"
+            plot_curves(group_by_config(first), f"{dataset}: the first study's runs", out / name)
+            lines += [f"![{dataset} validation curves, first study](results/study/{name})", ""]
+    return lines
 
 
-def splice_tables(readme: Path, lines: list[str], out: Path) -> None:
-    """Put the study's tables into `readme` between the markers (image paths made relative
-    to the README)."""
-    folder = out.resolve().relative_to(readme.resolve().parent)
-    body = "\n".join(lines).replace("](", f"]({folder.as_posix()}/")
+def write_study_report(out: Path, readme: Path) -> Path:
+    """Replace the tables between `readme`'s markers by the report; print it."""
+    body = "\n".join(report_lines(out))
     splice_between(readme, README_START, README_END, body)
+    print(body)
+    return readme
 
 
 def splice_between(readme: Path, start: str, end: str, body: str) -> None:
@@ -263,6 +435,5 @@ def splice_between(readme: Path, start: str, end: str, body: str) -> None:
 
 
 if __name__ == "__main__":
-    write_study_report(
-        Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/results/study")
-    )
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/results/study")
+    write_study_report(out, Path("experiments/README.md"))
