@@ -73,6 +73,11 @@ def cell(values: list[float]) -> str:
     return f"{mean:.4f} ± {std:.4f} ({len(values)})"
 
 
+def cell_or_dash(values: list[float]) -> str:
+    """`cell`, or "–" where no run logged the metric."""
+    return cell(values) if values else "–"
+
+
 def label(key: tuple[str, float, float]) -> str:
     """`name, lr, β` of a configuration."""
     name, lr, beta = key
@@ -121,8 +126,7 @@ def selection_table(
     for key, group in ranked:
         steps = ",".join(str(s) for s in sorted(run.selected_step for run in group))
         tests = [
-            cell([run.test[c] for run in group if c in run.test] or [math.nan])
-            for c in TEST_COLUMNS
+            cell_or_dash([run.test[c] for run in group if c in run.test]) for c in TEST_COLUMNS
         ]
         lines.append(
             f"| {label(key)} | {config_score(group):.4f} | {steps} | " + " | ".join(tests) + " |"
