@@ -1,149 +1,152 @@
-"""Steps 2 and 3 of the pruned ranking (:func:`wpauc.decoding.exact_positive_ranks`): walk the
-trie depth by depth from given thresholds, run only the prefixes that reach their context's
-threshold (and the positive's own), and count the finished items against the positive."""
+"""The state of the pruned ranking (:func:`wpauc.decoding.exact_positive_ranks`): a table of
+trie-node scores per context, filled by running prefixes through the model at most once each.
+
+Each context's table holds the score of every node whose parent has run (its partial score:
+the parent's plus the edge's log-probability) and, for every node that has run, its keys and
+values for its descendants. A node's children are scored by exactly one forward, so an item's
+score is one number whichever search reached it (the positive's teacher forcing, the rank cap's
+beam, the threshold walk): the searches compare scores of one table, need no margin for float
+noise between forwards (bf16 included), and each reuses the prefixes the others ran. So a
+context never runs more prefixes than the trie has inner nodes, which is what
+:func:`~wpauc.decoding.score_items` runs for every context.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from wpauc.decoding.prefix_rows import PrefixCache, RowLayout, forward_prefixes
-from wpauc.decoding.shared_prefix import EncodedPrompts, edge_log_probs
+from wpauc.decoding.shared_prefix import (
+    EncodedPrompts,
+    cache_from,
+    edge_log_probs,
+    prompt_visibility,
+    tree_forward,
+)
 from wpauc.decoding.trie import ItemTrie
 
-_LOGIT_ELEMENTS = 2**24
-"""Memory budget of one forward's logits, in elements (``prefixes * V``)."""
+LOGIT_ELEMENTS = 2**26
+"""Memory budget of one forward's logits, in elements (``prefixes * V``): 441 prefixes at a
+151,936-token vocabulary, 256 MiB of float32."""
 _CACHE_ELEMENTS = 2**27
-"""Memory budget of one forward's gathered keys and values, in elements."""
+"""Memory budget of one forward's gathered keys and values, in elements (``rows * tokens``
+per row ``* layers * 2 * kv_heads * head_dim``)."""
 _MAX_CHUNK_PREFIXES = 8192
 """Default cap on the prefixes per forward."""
 _MAX_ROW_QUERIES = 128
-"""Cap on the prefixes of one context that share a row (and its prompt) in a forward."""
+"""Cap on the prefixes of one context that share a row (and one copy of its prompt's keys and
+values) in a forward."""
 
 
-@dataclass(frozen=True)
-class WalkCounts:
-    """What one walk found for each context (all ``[B]``)."""
+class PrefixTable:
+    """Scores and keys/values of the trie prefixes run so far, for each of ``B`` contexts.
 
-    gt: Tensor
-    """long: kept items (positive excluded) scored strictly above the positive."""
-    ge: Tensor
-    """long: kept items (positive excluded) scored at or above the positive."""
-    at_threshold: Tensor
-    """long: kept items (positive excluded) scored at or above the context's threshold: every
-    item that does is kept, so this is their exact number (unless censored)."""
-    unresolved: Tensor
-    """long: items under prefixes left unexpanded because of ``max_expansions``."""
-    expansions: Tensor
-    """long: prefixes run through the model."""
-    positive_scores: Tensor
-    """float32: the positive's score, accumulated exactly as every counted item's score."""
-
-
-class PrunedWalk:
-    """Steps 2 and 3 of :func:`~wpauc.decoding.exact_positive_ranks`: one model, trie and
-    set of options, run on any prompts and thresholds."""
+    Args:
+        model: the causal LM.
+        prompts: the ``B`` encoded prompts; the root's children are scored from their last
+            logits at once.
+        trie: the catalog's codes (on the prompts' device).
+        renormalize: normalise each step over the allowed continuations.
+        chunk_size: prefixes per forward (``None``: within the logits and keys/values budgets).
+    """
 
     def __init__(
         self,
         model: nn.Module,
+        prompts: EncodedPrompts,
         trie: ItemTrie,
         renormalize: bool,
-        max_expansions: int | None,
         chunk_size: int | None,
     ) -> None:
-        self.model, self.trie, self.renormalize = model, trie, renormalize
-        self.max_expansions, self.chunk_size = max_expansions, chunk_size
+        self.model, self.prompts, self.trie = model, prompts, trie
+        self.renormalize, self.chunk_size = renormalize, chunk_size
+        batch_size, device = prompts.lengths.numel(), prompts.lengths.device
         self.items_below = items_below(trie)
+        all_nodes = torch.arange(trie.num_nodes, device=device)
+        # renormalised, a node with one item under it already has that item's score (every
+        # later step has one allowed token, log-probability exactly 0): it need not run
+        self.runnable = ~trie.is_leaf(all_nodes) & ~(renormalize & (self.items_below == 1))
+        self.runnable[0] = False  # the root is the prompt itself
+        self.item_node = _deciding_nodes(trie, self.items_below, renormalize)
+        self.score = torch.full((batch_size, trie.num_nodes), -torch.inf, device=device)
+        self.ran = torch.zeros(batch_size, trie.num_nodes, dtype=torch.bool, device=device)
+        self.score[:, 0] = 0.0
+        self.ran[:, 0] = True
+        self.entry = torch.full((batch_size, trie.num_nodes), -1, dtype=torch.long, device=device)
+        self.cache = PrefixCache(prompts)
+        self.expansions = torch.zeros(batch_size, dtype=torch.long, device=device)
+        """``[B]`` prefixes run through the model per context (the cost, in tokens)."""
+        self.forwards = 0
+        """Model forwards so far (the prompts' encoding excluded)."""
+        contexts = torch.arange(batch_size, device=device)
+        self._score_children(contexts, torch.zeros_like(contexts), prompts.last_logits)
 
-    def run(self, prompts: EncodedPrompts, target: Tensor, threshold: Tensor) -> WalkCounts:
-        """Walks the trie for each context, keeping the prefixes whose partial score is at
-        least ``threshold`` ``[B]`` and those of the positive ``target`` ``[B]``, and counts
-        the finished items."""
-        trie, batch_size = self.trie, target.shape[0]
-        device = target.device
-        path = code_paths(trie, target)
-        cache = PrefixCache(prompts)
-        expansions = torch.zeros(batch_size, dtype=torch.long, device=device)
-        unresolved = torch.zeros_like(expansions)
-        censored = torch.zeros(batch_size, dtype=torch.bool, device=device)
-        finished: list[tuple[Tensor, Tensor, Tensor]] = []  # (context, score, is positive)
+    def item_scores(self, items: Tensor | None = None) -> Tensor:
+        """``[B, N]`` every item's score (-inf where not reached yet), or ``[B]`` that of
+        ``items`` ``[B]`` (one per context)."""
+        if items is None:
+            return self.score[:, self.item_node]
+        return self.score.gather(1, self.item_node[items][:, None])[:, 0]
 
-        context, node = trie.children(torch.zeros(batch_size, dtype=torch.long, device=device))
-        scores = edge_log_probs(
-            prompts.last_logits, context, trie.node_token[node], self.renormalize
+    def level(self, depth: int) -> slice:
+        """The node ids of ``depth``."""
+        offsets = self.trie.level_offsets
+        return slice(int(offsets[depth]), int(offsets[depth + 1]))
+
+    def run_code_paths(self, items: Tensor) -> None:
+        """Runs the prefixes of each context's ``items`` ``[B]`` code: one forward of the code
+        on the prompt cache (teacher forcing), whose tokens are those prefixes' runs."""
+        trie, prompts = self.trie, self.prompts
+        fed = trie.max_code_length - 1  # the last code token predicts nothing
+        if fed == 0:
+            return
+        batch_size, device = items.numel(), items.device
+        causal = torch.ones(fed, fed, dtype=torch.bool, device=device).tril()
+        visible = torch.cat(
+            [prompt_visibility(prompts, fed), causal.expand(batch_size, -1, -1)], dim=2
         )
-        keep = (scores >= threshold[context]) | (node == path[context, 1])
-        context, node, scores = context[keep], node[keep], scores[keep]
-        ancestors = torch.zeros(node.numel(), 0, dtype=torch.long, device=device)
-        for depth in range(1, trie.max_code_length + 1):
-            on_path = node == path[context, depth]
-            # a leaf, or (renormalised) a prefix with one item under it: the item's final score
-            done = trie.is_leaf(node) | (self.renormalize & (self.items_below[node] == 1))
-            finished.append((context[done], scores[done], on_path[done]))
-            expand = ~done
-            if self.max_expansions is not None:
-                wanted = torch.bincount(context[expand], minlength=batch_size)
-                censored |= expansions + wanted > self.max_expansions
-                dropped = expand & censored[context] & ~on_path
-                unresolved.index_add_(0, context[dropped], self.items_below[node[dropped]])
-                expand &= ~dropped
-            context, node, scores = context[expand], node[expand], scores[expand]
-            ancestors = ancestors[expand]
-            if node.numel() == 0:
-                break
-            expansions += torch.bincount(context, minlength=batch_size)
-            context, node, scores, ancestors = self._expand(
-                prompts, cache, path, threshold, depth, context, node, scores, ancestors
+        positions = prompts.lengths[:, None] + torch.arange(fed, device=device)
+        run_cache = cache_from(self.model, prompts.keys, prompts.values)
+        logits = tree_forward(
+            self.model, run_cache, trie.item_codes[items, :fed], positions, visible
+        )
+        self.forwards += 1
+        path, prompt_width = code_paths(trie, items), prompts.attention_mask.shape[1]
+        for step in range(fed):
+            node = path[:, step + 1]
+            context = ((node >= 0) & ~trie.is_leaf(node.clamp(min=0))).nonzero().flatten()
+            node = node[context]
+            self._store(
+                context,
+                node,
+                [layer.keys[context, :, prompt_width + step] for layer in run_cache.layers],
+                [layer.values[context, :, prompt_width + step] for layer in run_cache.layers],
             )
+            self._score_children(context, node, logits[context, step])
 
-        context, scores, is_positive = (torch.cat(parts) for parts in zip(*finished, strict=True))
-        positive_scores = torch.full((batch_size,), torch.nan, device=device)
-        positive_scores[context[is_positive]] = scores[is_positive]
-        others, positive = ~is_positive, positive_scores[context]
-
-        def count(where: Tensor) -> Tensor:
-            return torch.bincount(context[others & where], minlength=batch_size)
-
-        return WalkCounts(
-            gt=count(scores > positive),
-            ge=count(scores >= positive),
-            at_threshold=count(scores >= threshold[context]),
-            unresolved=unresolved,
-            expansions=expansions,
-            positive_scores=positive_scores,
-        )
-
-    def _expand(
-        self,
-        prompts: EncodedPrompts,
-        cache: PrefixCache,
-        path: Tensor,
-        threshold: Tensor,
-        depth: int,
-        context: Tensor,
-        node: Tensor,
-        scores: Tensor,
-        ancestors: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Runs the kept prefixes of one depth (grouped by context), a chunk of rows at a time,
-        and returns their kept children ``(context, node, score, ancestors)``, grouped by
-        context."""
-        trie = self.trie
-        chunk = self.chunk_size or _default_chunk_size(prompts, depth)
-        width = min(chunk, _queries_per_row(prompts.attention_mask.shape[1], depth))
+    def run(self, context: Tensor, node: Tensor, depth: int) -> None:
+        """Runs the ``(context, node)`` pairs (grouped by context): nodes of ``depth`` that may
+        run (see ``runnable``), have not run and whose parents have, in forwards of up to
+        ``chunk_size`` prefixes laid out in rows that share their context's prompt."""
+        if node.numel() == 0:
+            return
+        trie, prompts = self.trie, self.prompts
+        prompt_width = prompts.attention_mask.shape[1]
+        chunk = self.chunk_size or default_chunk_size(prompts)
+        width = min(chunk, _queries_per_row(prompt_width, depth))
         layout = RowLayout.of(context, width)
-        rows_per_forward = chunk // width
-        kept_children = []
+        per_token = sum(keys.shape[1] * keys.shape[3] for keys in prompts.keys) * 2
+        row_elements = per_token * (prompt_width + depth * width)
+        rows_per_forward = max(1, min(chunk // width, _CACHE_ELEMENTS // row_elements))
+        ancestors = self.entry[context[:, None], trie.ancestors(node, depth - 1)]
         for first_row in range(0, layout.num_rows, rows_per_forward):
             last_row = min(first_row + rows_per_forward, layout.num_rows)
             pairs = slice(int(layout.row_start[first_row]), int(layout.row_start[last_row]))
-            logits, new_keys, new_values = forward_prefixes(
+            logits, keys, values = forward_prefixes(
                 self.model,
                 prompts,
-                cache,
+                self.cache,
                 layout.row_context[first_row:last_row],
                 layout.row[pairs] - first_row,
                 layout.slot[pairs],
@@ -151,31 +154,41 @@ class PrunedWalk:
                 ancestors[pairs],
                 depth,
             )
-            parent, child = trie.children(node[pairs])
-            child_context = context[pairs][parent]
-            child_scores = scores[pairs][parent] + edge_log_probs(
-                logits, parent, trie.node_token[child], self.renormalize
-            )
-            keep = (child_scores >= threshold[child_context]) | (
-                child == path[child_context, depth + 1]
-            )
-            parent, child, child_context, child_scores = (
-                parent[keep],
-                child[keep],
-                child_context[keep],
-                child_scores[keep],
-            )
-            # only prefixes with a child to expand later need their keys/values kept
-            has_inner_child = torch.zeros(logits.shape[0], dtype=torch.bool, device=node.device)
-            has_inner_child[parent[~trie.is_leaf(child)]] = True
-            entry = torch.full_like(has_inner_child, -1, dtype=torch.long)
-            entry[has_inner_child] = cache.append(
-                [keys[has_inner_child] for keys in new_keys],
-                [values[has_inner_child] for values in new_values],
-            )
-            child_ancestors = torch.cat([ancestors[pairs][parent], entry[parent, None]], dim=1)
-            kept_children.append((child_context, child, child_scores, child_ancestors))
-        return tuple(torch.cat(parts) for parts in zip(*kept_children, strict=True))
+            self.forwards += 1
+            self._store(context[pairs], node[pairs], keys, values)
+            self._score_children(context[pairs], node[pairs], logits)
+
+    def _store(
+        self, context: Tensor, node: Tensor, keys: list[Tensor], values: list[Tensor]
+    ) -> None:
+        """Marks the pairs as run and keeps the keys/values of those with a child to run."""
+        self.ran[context, node] = True
+        self.expansions += torch.bincount(context, minlength=self.expansions.numel())
+        parent, child = self.trie.children(node)
+        needed = torch.zeros(node.numel(), dtype=torch.bool, device=node.device)
+        needed[parent[self.runnable[child]]] = True
+        self.entry[context[needed], node[needed]] = self.cache.append(
+            [layer[needed] for layer in keys], [layer[needed] for layer in values]
+        )
+
+    def _score_children(self, context: Tensor, node: Tensor, logits: Tensor) -> None:
+        """Scores every child of each ``(context, node)`` pair from the logits ``[P, V]`` after
+        the node's prefix."""
+        parent, child = self.trie.children(node)
+        owner = context[parent]
+        self.score[owner, child] = self.score[owner, node[parent]] + edge_log_probs(
+            logits, parent, self.trie.node_token[child], self.renormalize
+        )
+
+
+def _deciding_nodes(trie: ItemTrie, below: Tensor, renormalize: bool) -> Tensor:
+    """``[N]`` the node whose score is each item's: its leaf, or renormalised the shallowest
+    prefix with only that item under it."""
+    if not renormalize:
+        return trie.item_leaf
+    path = code_paths(trie, torch.arange(trie.num_items, device=trie.device))[:, 1:]
+    alone = (path >= 0) & (below[path.clamp(min=0)] == 1)
+    return path.gather(1, alone.int().argmax(dim=1, keepdim=True))[:, 0]
 
 
 def _queries_per_row(prompt_width: int, depth: int) -> int:
@@ -205,16 +218,7 @@ def items_below(trie: ItemTrie) -> Tensor:
     return counts
 
 
-def _default_chunk_size(prompts: EncodedPrompts, depth: int) -> int:
-    """Prefixes per forward: at most 8192, within the logits and keys/values budgets."""
+def default_chunk_size(prompts: EncodedPrompts) -> int:
+    """Prefixes per forward: at most 8192, and at most 2**26 elements of logits."""
     vocab_size = prompts.last_logits.shape[1]
-    per_token = sum(keys.shape[1] * keys.shape[3] for keys in prompts.keys) * 2
-    cached_tokens = prompts.attention_mask.shape[1] + depth
-    return max(
-        1,
-        min(
-            _MAX_CHUNK_PREFIXES,
-            _LOGIT_ELEMENTS // vocab_size,
-            _CACHE_ELEMENTS // (per_token * cached_tokens),
-        ),
-    )
+    return max(1, min(_MAX_CHUNK_PREFIXES, LOGIT_ELEMENTS // vocab_size))

@@ -135,7 +135,7 @@ def _chunk_cache(
     nodes that spans the chunk's ancestors there (consecutive nodes of one depth have their
     ancestors in consecutive blocks). Returns ``(cache, visible [B, K, P + K])``.
     """
-    ancestors = inner_index[_ancestors(trie, nodes, depth - 1)]  # [K, depth - 1] node-cache columns
+    ancestors = inner_index[trie.ancestors(nodes, depth - 1)]  # [K, depth - 1] node-cache columns
     low, high = ancestors.min(dim=0).values, ancestors.max(dim=0).values
     sizes = high - low + 1
     blocks = [
@@ -175,14 +175,6 @@ def _score_children(
     row, child = trie.children(parents)
     log_probs = edge_log_probs(logits, row, trie.node_token[child], renormalize)
     node_scores[prompt[row], child] = node_scores[prompt[row], parents[row]] + log_probs
-
-
-def _ancestors(trie: ItemTrie, nodes: Tensor, count: int) -> Tensor:
-    """``[K, count]`` the ``count`` nearest proper ancestors of each node, shallowest first."""
-    chain = [nodes]
-    for _ in range(count):
-        chain.append(trie.node_parent[chain[-1]])
-    return torch.stack(chain[:0:-1], dim=1) if count else nodes.new_empty(nodes.numel(), 0)
 
 
 def _default_chunk_nodes(prompts: EncodedPrompts) -> int:

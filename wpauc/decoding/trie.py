@@ -169,6 +169,14 @@ class ItemTrie:
         """
         return concat_ranges(self.child_offsets[nodes], self.child_offsets[nodes + 1])
 
+    def ancestors(self, nodes: Tensor, count: int) -> Tensor:
+        """``[K, count]`` the ``count`` nearest proper ancestors of ``nodes`` ``[K]``,
+        shallowest first."""
+        chain = [nodes]
+        for _ in range(count):
+            chain.append(self.node_parent[chain[-1]])
+        return torch.stack(chain[:0:-1], dim=1) if count else nodes.new_empty(nodes.numel(), 0)
+
     def step(self, nodes: Tensor, tokens: Tensor) -> Tensor:
         """The child reached from each node by each token, ``-1`` where the code does not go on."""
         max_token = self.max_token_id
