@@ -14,6 +14,7 @@ from experiments.stats import (
     Run,
     Start,
     difference,
+    load_counts,
     load_runs,
     mean_std,
     paired_bootstrap,
@@ -192,3 +193,46 @@ def test_load_runs_ties_runs_to_their_starts(tmp_path):
     runs = {run.result["name"]: run for run in load_runs(tmp_path)["toy"]}
     assert runs["new"].start.sft_seed == 0 and runs["new"].selected_step == 0
     assert runs["old"].start is None and runs["old"].selected_step == 99
+
+
+def test_the_ranks_writer_saves_the_counts_behind_the_logged_test_metrics(tmp_path):
+    """A tiny synthetic test run: the saved counts give back every logged metric, and the
+    expected HR@K is the true mass of the policy's top K, recomputed here by sorting."""
+    from tests.test_module import QUICKSTART, TINY_WORLD
+    from wpauc.cli import run_cli
+    from wpauc.decoding import score_items
+    from wpauc.metrics.functional import hit_rate_from_ranks, positive_ranks
+
+    writer = (
+        '{"class_path": "wpauc.callbacks.TestRanksWriter", "init_args": {"oracle_ks": [1, 5, 64]}}'
+    )
+    cli = run_cli(
+        [
+            "test",
+            f"--config={QUICKSTART}",
+            *TINY_WORLD,
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.callbacks+={writer}",
+        ]
+    )
+    counts = load_counts(tmp_path / "test_ranks.npz")
+    logged = cli.trainer.callback_metrics
+    for metric in ("hr@1", "hr@5", "ndcg@10", "auc"):
+        assert per_user(counts, metric).mean() == pytest.approx(
+            float(logged[f"test/{metric}"]), abs=1e-6
+        )
+    module, data = cli.model, cli.datamodule
+    batch = next(iter(data.test_dataloader()))
+    scores = score_items(module.policy, batch["input_ids"], batch["attention_mask"], module.trie)
+    probs = data.data.true_next_item_probs["test"][batch["sample_index"]]
+    # the saved arrays are in sample_index order: the positions of this batch's contexts
+    rows = np.searchsorted(counts["sample_index"], batch["sample_index"].numpy())
+    for row, sample in enumerate(rows):
+        order = scores[row].argsort(descending=True)
+        assert counts["expected_hr"][sample, 1] == pytest.approx(
+            float(probs[row, order[:5]].sum()), abs=1e-5
+        )
+    assert counts["expected_hr"][:, 2] == pytest.approx(1.0, abs=1e-5)  # the whole catalog
+    ranks = positive_ranks(scores, batch["target"])
+    assert np.array_equal(counts["ge"][rows], ranks.ge.numpy())
+    assert hit_rate_from_ranks(ranks, 1).numpy() == pytest.approx(per_user(counts, "hr@1")[rows])
