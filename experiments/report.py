@@ -6,10 +6,10 @@ python -m experiments.report experiments/results      # rewrite results.md and p
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
+from experiments.stats import mean_std
 from wpauc.window import wpauc_key
 
 COLUMNS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "auc")
@@ -21,18 +21,8 @@ NAMES = {
 }
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    std = (
-        math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        if len(values) > 1
-        else 0.0
-    )
-    return mean, std
-
-
 def _cell(values: list[float]) -> str:
-    mean, std = _mean_std(values)
+    mean, std = mean_std(values)
     return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
 
 
@@ -100,7 +90,7 @@ def plot(report: dict, out: Path) -> list[Path]:
         figure, axis = plt.subplots(figsize=(5, 3.5))
         ks = [1, 3, 5, 10, 20]
         for run_name, runs in entry["runs"].items():
-            means = [_mean_std([run[f"hr@{k}"] for run in runs])[0] for k in ks]
+            means = [mean_std([run[f"hr@{k}"] for run in runs])[0] for k in ks]
             axis.plot(ks, means, marker="o", label=NAMES.get(run_name, run_name))
         for baseline, metrics in entry["baselines"].items():
             axis.plot(ks, [metrics[f"hr@{k}"] for k in ks], linestyle="--", label=baseline)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.stats import mean_std
 from wpauc.window import Window
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,10 +125,7 @@ def baseline_metrics(
 def summarise(runs: list[dict], keys) -> dict[str, tuple[float, float]]:
     summary = {}
     for key in keys:
-        values = [run[key] for run in runs if key in run]
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))
-        summary[key] = (mean, std)
+        summary[key] = mean_std([run[key] for run in runs if key in run])
     return summary
 
 
