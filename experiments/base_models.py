@@ -9,7 +9,8 @@ recipe (`configs/<dataset>/sft.yaml` as it is now). Finished runs are skipped.
     python -m experiments.base_models --datasets office industrial --seeds 0 1 2
 
 Writes `<out>/<dataset>/<row>_seed<seed>.json` per run, `<out>/base_models.md` (the tables),
-and, with `--readme`, replaces README.md's table between its base-models markers.
+and, with `--readme`, replaces the table between the base-models markers of
+experiments/README.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from experiments.run_experiments import baseline_metrics, load_data, summarise, train_and_test
 from experiments.sft_recipes import RECIPES
-from experiments.study import REPO, set_up_process
+from experiments.study import REPO, STUDY_README, set_up_process
 
 OUT = REPO / "experiments" / "results" / "base_models"
 COLUMNS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "auc")
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true", help="fit every row on train + valid")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--readme", action="store_true", help="also update README.md")
+    parser.add_argument("--readme", action="store_true", help="also update experiments/README.md")
     parser.add_argument("--report", action="store_true", help="only tabulate finished runs")
     args = parser.parse_args()
 
@@ -158,7 +159,7 @@ def main() -> None:
     if args.readme:
         from experiments.study_report import splice_between
 
-        splice_between(REPO / "README.md", README_START, README_END, "\n".join(lines))
+        splice_between(STUDY_README, README_START, README_END, "\n".join(lines))
 
 
 if __name__ == "__main__":
