@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from wpauc.decoding.prefix_rows import PrefixCache, RowLayout, forward_prefixes
 from wpauc.decoding.shared_prefix import (
+    LOGIT_ELEMENTS,
     EncodedPrompts,
     cache_from,
     edge_log_probs,
@@ -26,9 +27,6 @@ from wpauc.decoding.shared_prefix import (
 )
 from wpauc.decoding.trie import ItemTrie
 
-LOGIT_ELEMENTS = 2**26
-"""Memory budget of one forward's logits, in elements (``prefixes * V``): 441 prefixes at a
-151,936-token vocabulary, 256 MiB of float32."""
 _CACHE_ELEMENTS = 2**27
 """Memory budget of one forward's gathered keys and values, in elements (``rows * tokens``
 per row ``* layers * 2 * kv_heads * head_dim``)."""
@@ -134,7 +132,7 @@ class PrefixTable:
         trie, prompts = self.trie, self.prompts
         prompt_width = prompts.attention_mask.shape[1]
         chunk = self.chunk_size or default_chunk_size(prompts)
-        width = min(chunk, _queries_per_row(prompt_width, depth))
+        width = _row_width(chunk, _queries_per_row(prompt_width, depth), context)
         layout = RowLayout.of(context, width)
         per_token = sum(keys.shape[1] * keys.shape[3] for keys in prompts.keys) * 2
         row_elements = per_token * (prompt_width + depth * width)
@@ -189,6 +187,15 @@ def _deciding_nodes(trie: ItemTrie, below: Tensor, renormalize: bool) -> Tensor:
     path = code_paths(trie, torch.arange(trie.num_items, device=trie.device))[:, 1:]
     alone = (path >= 0) & (below[path.clamp(min=0)] == 1)
     return path.gather(1, alone.int().argmax(dim=1, keepdim=True))[:, 0]
+
+
+def _row_width(chunk: int, queries_per_row: int, context: Tensor) -> int:
+    """Queries per row: rows that fill a chunk evenly, no wider than needed by the context with
+    the most prefixes (split evenly), so that empty slots, which run too, stay few."""
+    rows_per_chunk = -(-chunk // queries_per_row)
+    width = max(1, chunk // rows_per_chunk)
+    most = int(torch.bincount(context).max())
+    return -(-most // -(-most // width))
 
 
 def _queries_per_row(prompt_width: int, depth: int) -> int:

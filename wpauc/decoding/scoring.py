@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from wpauc.decoding.shared_prefix import (
+    LOGIT_ELEMENTS,
     EncodedPrompts,
     cache_from,
     check_fits_model,
@@ -19,8 +20,6 @@ from wpauc.decoding.shared_prefix import (
 )
 from wpauc.decoding.trie import ItemTrie
 
-_CHUNK_ELEMENTS = 2**24
-"""Memory budget of one forward, in elements of its logits (``B * nodes * V``)."""
 _MAX_CHUNK_NODES = 128
 """Default cap on the nodes per forward: each node attends over the whole chunk (tree
 attention), so bigger chunks cost attention while smaller ones cost per-call overhead."""
@@ -53,7 +52,7 @@ def score_items(
         trie: the catalog's codes.
         renormalize: normalise each step over the allowed continuations instead of the vocabulary.
         chunk_nodes: trie nodes per forward; default: 128, fewer where ``B * nodes * V`` logits
-            would exceed 2**24 elements.
+            would exceed 2**26 elements.
 
     Returns:
         ``[B, N]`` float32 scores, column i for catalog item i.
@@ -178,6 +177,6 @@ def _score_children(
 
 
 def _default_chunk_nodes(prompts: EncodedPrompts) -> int:
-    """Nodes per forward: at most 128, and at most 2**24 elements of logits."""
+    """Nodes per forward: at most 128, and at most 2**26 elements of logits."""
     batch_size, vocab_size = prompts.last_logits.shape
-    return max(1, min(_MAX_CHUNK_NODES, _CHUNK_ELEMENTS // (batch_size * vocab_size)))
+    return max(1, min(_MAX_CHUNK_NODES, LOGIT_ELEMENTS // (batch_size * vocab_size)))

@@ -22,6 +22,11 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+LOGIT_ELEMENTS = 2**26
+"""Memory budget of one forward's logits, in elements (tokens * V): 441 tokens at a
+151,936-token vocabulary, 256 MiB of float32. Forwards of fewer tokens leave a large model
+bound by per-layer launch costs rather than by its FLOPs."""
+
 
 @dataclass
 class EncodedPrompts:
