@@ -405,12 +405,12 @@ def main() -> None:
 
         write_study_report(args.out, STUDY_README)
         return
+    # start-major, each start trained when its runs begin: a stopped plan has every run of
+    # its first starts
     for sft_seed in args.sft_seeds:
         start_point(args.dataset, sft_seed, args)
-    if args.plan == "starts":
-        return
-    # start-major: a stopped plan has every run of its first starts
-    for sft_seed in args.sft_seeds:
+        if args.plan == "starts":
+            continue
         for name, objective, lr, seed in plan_runs(args.plan, args.seeds, args.lrs):
             if args.only and name not in args.only:
                 continue
