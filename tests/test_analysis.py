@@ -9,6 +9,8 @@ from scipy.stats import entropy, spearmanr
 from wpauc.analysis import (
     distribution_diagnostics,
     expected_score_update,
+    gated_window_update,
+    lower_edge,
     order_report,
     simulate_tabular_policy,
     tabular_log_prob_update,
@@ -106,6 +108,132 @@ def test_window_at_rank_one_leaves_the_bayes_ranking_and_the_beam_gate_keeps_it(
     )
     assert all(record["hr@1"] == pytest.approx(0.2) for record in gated)
     assert gated[-1]["entropy"] < gated[0]["entropy"]  # it sharpens in p's order
+
+
+# Distinct true probabilities, and a policy that orders them imperfectly (items 2 <-> 3,
+# 5 <-> 6 swapped), so the closed forms are checked off the truth too.
+P8 = torch.tensor([0.26, 0.20, 0.16, 0.13, 0.10, 0.08, 0.05, 0.02], dtype=torch.float64)
+FLAWED = torch.tensor([-1.0, -1.2, -1.9, -1.7, -2.2, -2.9, -2.6, -3.5])
+
+
+def gated(target_k, window_width, tail_negatives=0, tail_weight=1.0):
+    return TAWinWPAUC(
+        target_k=target_k,
+        window_width=window_width,
+        gate="beam",
+        tail_negatives=tail_negatives,
+        tail_weight=tail_weight,
+    )
+
+
+def expected_loss_gradient(objective, true_probs, scores):
+    """-d/ds of E_{y~p}[loss(y)] by autograd through PolicyLoss (one-token codes)."""
+    scores = scores.clone().requires_grad_(True)
+    total = torch.zeros(())
+    for positive in torch.nonzero(true_probs > 0).flatten().tolist():
+        group = objective.group(ScoreTable(scores.detach()[None]), torch.tensor([positive]))
+        advantages = PolicyLoss().advantages(group)
+        logp = scores[group.items].unsqueeze(-1)
+        loss, _ = PolicyLoss(beta=0.0)(
+            logp, None, None, group, advantages, group.member_mask[..., None]
+        )
+        total = total + true_probs[positive].float() * loss
+    (gradient,) = torch.autograd.grad(total, scores)
+    return -gradient.double()
+
+
+# (target_k, window_width): K = 1 is the group = the beam (gated beam-PAUC); K > 1 is the
+# beam wider than the group. Tail: none, every tail item drawn (exact), half weight.
+GATED_CASES = [(1, 2, 0, 1.0), (1, 2, 5, 1.0), (2, 2, 0, 1.0), (3, 3, 0, 1.0), (2, 2, 4, 0.5)]
+
+
+@pytest.mark.parametrize(("target_k", "window_width", "tail", "weight"), GATED_CASES)
+@pytest.mark.parametrize("scores", [P8.log().float(), FLAWED], ids=["truth", "flawed"])
+def test_gated_window_closed_form_is_the_enumerated_update_and_the_loss_gradient(
+    target_k, window_width, tail, weight, scores
+):
+    objective = gated(target_k, window_width, tail, weight)
+    closed_form = gated_window_update(P8, scores, target_k, window_width, tail, weight)
+    enumerated = expected_score_update(objective, P8.float(), scores)
+    approx(enumerated, closed_form)
+    approx(expected_loss_gradient(objective, P8, scores), closed_form)
+    assert abs(closed_form.sum().item()) < 1e-12  # every group's advantages sum to zero
+
+
+def test_gated_beam_pauc_is_the_gated_window_at_k_one():
+    beam_pauc = BeamPAUC(num_negatives=3, positive_only_if_generated=True)
+    approx(
+        expected_score_update(beam_pauc, P8.float(), FLAWED), gated_window_update(P8, FLAWED, 1, 3)
+    )
+
+
+def test_a_drawn_tail_has_the_expected_update_of_the_whole_tail():
+    # 2 of the 4 tail items per draw: the average of many draws is the closed form with t = 2
+    draws = 3000
+    drawn = expected_score_update(gated(2, 2, 2, 0.5), P8.float(), FLAWED, num_draws=draws)
+    closed_form = gated_window_update(P8, FLAWED, 2, 2, tail_negatives=2, tail_weight=0.5)
+    # A tail item's push is -lambda c P_B = E[sum_y p_y a B_y], B_y ~ Bernoulli(1/2) per
+    # in-beam positive y: relative standard error sqrt(sum p_y^2 / P_B^2 / draws).
+    beam = FLAWED.argsort(descending=True)[:4]
+    relative_error = (P8[beam].square().sum() / P8[beam].sum().square() / draws).sqrt()
+    tail_push = closed_form[FLAWED.argsort(descending=True)[4:]].abs().max()
+    torch.testing.assert_close(drawn, closed_form, rtol=0, atol=5 * relative_error * tail_push)
+
+
+@pytest.mark.parametrize(("target_k", "window_width"), [(1, 2), (2, 2)])
+def test_the_gate_breaks_the_order_at_the_beam_lower_edge(target_k, window_width):
+    truth = P8.log().float()
+    beam = target_k + window_width
+    update = gated_window_update(P8, truth, target_k, window_width)
+    edge = lower_edge(P8[None], truth[None], target_k, window_width)
+    beam_mass = P8[:beam].sum()
+    assert edge["beam_mass"].item() == pytest.approx(beam_mass.item())
+    assert edge["threshold"].item() == pytest.approx(beam_mass.item() / (window_width + 1))
+    assert edge["last_prob"].item() == pytest.approx(P8[beam - 1].item())
+    # nothing outside the beam moves; beam items below the window's first negative whose
+    # p is under P_B / G fall below them
+    assert (update[beam:] == 0).all()
+    falls = torch.arange(len(P8)) < beam
+    falls &= torch.arange(len(P8)) > target_k - 1
+    falls &= P8 < edge["threshold"][0]
+    assert falls.any() and edge["breaks"].item() == 1.0
+    assert ((update < 0) == falls).all()
+    # the top K keep their order: HR@K is kept at the truth
+    assert (update[:target_k].diff() <= 0).all() and update[target_k - 1] >= 0
+
+
+def test_min_tail_weight_is_where_the_last_beam_item_stops_falling():
+    truth = P8.log().float()
+    needed = lower_edge(P8[None], truth[None], 2, 2)["min_tail_weight"].item()
+    assert 0 < needed < 1
+    for weight, keeps in [(needed * 1.01, True), (needed * 0.99, False)]:
+        update = gated_window_update(P8, truth, 2, 2, tail_negatives=4, tail_weight=weight)
+        assert (update[3] > update[4]).item() == keeps  # the beam's last vs the tail's first
+
+
+def test_tabular_dynamics_from_the_truth_break_the_lower_edge_and_the_tail_keeps_the_order():
+    p = P8[None].float()
+    start = P8.log()[None]
+    for target_k, window_width in [(1, 2), (2, 2)]:
+        beam = target_k + window_width
+        gated_run = simulate_tabular_policy(
+            gated(target_k, window_width), p, start, 20, 2.0, top_k=(target_k, beam)
+        )
+        assert all(
+            r[f"hr@{target_k}"] == pytest.approx(gated_run[0][f"hr@{target_k}"]) for r in gated_run
+        )
+        assert gated_run[-1][f"hr@{beam}"] < gated_run[0][f"hr@{beam}"] - 0.01
+        tail = len(P8) - beam
+        tailed = simulate_tabular_policy(
+            gated(target_k, window_width, tail), p, start, 20, 2.0, top_k=tuple(range(1, 8))
+        )
+        assert all(
+            r[key] == pytest.approx(tailed[0][key])
+            for r in tailed
+            for key in r
+            if key.startswith("hr")
+        )
+        assert tailed[-1]["kl_to_oracle"] > 0.01  # sharpened, not a fixed point
 
 
 def test_distribution_diagnostics_match_scipy():

@@ -6,13 +6,15 @@ import math
 import pytest
 import torch
 
+from wpauc.decoding import ScoreTable
 from wpauc.objectives import (
+    TAWinWPAUC,
     grpo_advantages,
     k3_kl,
     policy_loss,
     rank_aware_penalties,
 )
-from wpauc.objectives.functional import aggregate
+from wpauc.objectives.functional import aggregate, tail_negatives
 
 
 @pytest.mark.parametrize("num_negatives", [1, 2, 5, 16, 99])
@@ -229,6 +231,50 @@ def test_policy_loss_rejects_bad_input():
         policy_loss(logp, None, None, torch.zeros(2, 4), mask)
     with pytest.raises(ValueError, match="token_mask"):
         policy_loss(logp, None, None, torch.zeros(2, 3), mask[..., :2])
+
+
+def test_tail_negatives_are_a_uniform_draw_below_the_window_weighted_by_the_inverse_rate():
+    num_items, draws = 9, 3
+    window_and_above = torch.tensor([[0, 4], [8, 7]]).repeat(2000, 1)
+    target = torch.tensor([5, 0]).repeat(2000)
+    generator = torch.Generator().manual_seed(0)
+    items, weight = tail_negatives(window_and_above, target, num_items, draws, generator)
+    assert weight == pytest.approx(6 / 3)  # 9 items less the positive and 2 above: M = 6
+    assert (items.sort(-1).values.diff(dim=-1) > 0).all()  # distinct
+    for row, (excluded, positive) in enumerate([({0, 4}, 5), ({8, 7}, 0)]):
+        drawn = items[row::2]
+        tail = [item for item in range(num_items) if item not in excluded | {positive}]
+        counts = torch.bincount(drawn.flatten(), minlength=num_items).double()
+        assert counts[sorted(excluded | {positive})].sum() == 0
+        # each tail item is drawn with probability 3/6 in each of 2000 contexts
+        assert ((counts[tail] - 1000).abs() < 5 * math.sqrt(2000 * 0.25)).all()
+    # drawing all M is the whole tail, weight 1
+    everything, weight = tail_negatives(window_and_above[:2], target[:2], num_items, 6)
+    assert everything.tolist() == [[1, 2, 3, 6, 7, 8], [1, 2, 3, 4, 5, 6]] and weight == 1.0
+    with pytest.raises(ValueError, match=r"count must be in \[1, 6\]"):
+        tail_negatives(window_and_above, target, num_items, 7)
+
+
+def test_tawin_tail_option_joins_weighted_tail_members_and_checks_its_settings():
+    scores = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0]])
+    target = torch.tensor([6])
+    objective = TAWinWPAUC(target_k=2, window_width=2, tail_negatives=2, tail_weight=0.75)
+    group = objective.group(ScoreTable(scores), target, torch.Generator().manual_seed(0))
+    # window negative-ranks [1, 3): items 1, 2; tail: 2 of the M = 8 - 1 - 3 = 4 items 3, 4, 5, 7
+    assert group.items[0, :3].tolist() == [6, 1, 2]
+    assert set(group.items[0, 3:].tolist()) <= {3, 4, 5, 7}
+    # tail weight 0.75 * M / t = 0.75 * 4 / 2
+    torch.testing.assert_close(group.weights, torch.tensor([[1.0, 1.0, 1.0, 1.5, 1.5]]))
+    plain = TAWinWPAUC(target_k=2, window_width=2).group(ScoreTable(scores), target)
+    assert plain.items.tolist() == [[6, 1, 2]] and plain.weights is None
+    with pytest.raises(ValueError, match="TAWinWPAUC: tail_negatives = 5 exceeds the 4"):
+        TAWinWPAUC(target_k=2, window_width=2, tail_negatives=5).check_catalog(8)
+    with pytest.raises(ValueError, match="tail_negatives needs a hard window"):
+        TAWinWPAUC(target_k=2, window_width=2, tail_negatives=2, soft_temperature=1.0)
+    with pytest.raises(ValueError, match="tail_negatives must be >= 0"):
+        TAWinWPAUC(target_k=2, window_width=2, tail_negatives=-1)
+    with pytest.raises(ValueError, match="tail_weight must be > 0"):
+        TAWinWPAUC(target_k=2, window_width=2, tail_negatives=2, tail_weight=0.0)
 
 
 def test_objectives_import_no_lightning():

@@ -160,7 +160,8 @@ def test_policy_negatives_follow_the_sequence_level_softmax(temperature):
     assert (rollout.items[:, 1:].sort(-1).values.diff(dim=-1) > 0).all()
 
 
-def test_tawin_on_a_tiny_model_takes_the_window_of_the_beam_ranking():
+@pytest.mark.parametrize("tail", [0, 3])
+def test_tawin_on_a_tiny_model_takes_the_window_of_the_beam_ranking(tail):
     num_items = 20
     codes = [
         [FIRST_CODE_TOKEN + item // 5, FIRST_CODE_TOKEN + 10 + item % 5]
@@ -178,8 +179,15 @@ def test_tawin_on_a_tiny_model_takes_the_window_of_the_beam_ranking():
     target = torch.stack([beam_items[0, 0], beam_items[1, 3], beam_items[2, 6], exact_order[3, 10]])
 
     scorer = PolicyScorer(model, prompts, mask, trie)
-    rollout = TAWinWPAUC(target_k=3, window_width=4).group(scorer, target)
+    rollout = TAWinWPAUC(target_k=3, window_width=4, tail_negatives=tail).group(
+        scorer, target, torch.Generator().manual_seed(6)
+    )
+    assert rollout.items.shape == (4, 1 + 4 + tail)
     for row in range(4):
         negatives = [item for item in beam_items[row].tolist() if item != target[row]]
-        assert rollout.items[row, 1:].tolist() == negatives[2:6]
+        assert rollout.items[row, 1:5].tolist() == negatives[2:6]
+        # the tail: negatives of negative-rank >= 6, i.e. neither the positive nor above
+        tail_members = set(rollout.items[row, 5:].tolist())
+        assert len(tail_members) == tail
+        assert not tail_members & {target[row].item(), *negatives[:6]}
     assert rollout.stats["positive_rank"].tolist() == [0, 3, 6, 7]

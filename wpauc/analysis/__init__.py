@@ -3,6 +3,8 @@ distribution is known (the synthetic world). Pure torch, no Lightning."""
 
 from wpauc.analysis.consistency import (
     expected_score_update,
+    gated_window_update,
+    lower_edge,
     order_report,
     simulate_tabular_policy,
     tabular_log_prob_update,
@@ -13,6 +15,8 @@ __all__ = [
     "DIAGNOSTICS",
     "distribution_diagnostics",
     "expected_score_update",
+    "gated_window_update",
+    "lower_edge",
     "order_report",
     "simulate_tabular_policy",
     "tabular_log_prob_update",

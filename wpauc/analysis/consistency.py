@@ -14,6 +14,11 @@ pi-mean (`tabular_log_prob_update`). An objective is order-consistent at pi when
 update never closes the gap between two items in the order of p: then repeated steps can
 sharpen the ranking but not reorder it (`order_report`). `simulate_tabular_policy` runs
 the steps and tracks the true HR@K of pi's ranking.
+
+For the beam-gated window (`TAWinWPAUC(gate="beam")`, and `BeamPAUC` gated, its K = 1 case)
+the expected update has a closed form (`gated_window_update`, derived in docs/design.md
+section 11) whose lower-edge quantities `lower_edge` reports: which beam items fall below
+the items outside the beam, and how much tail weight (`tail_negatives`) prevents it.
 """
 
 from __future__ import annotations
@@ -153,3 +158,97 @@ def _tabular_state(logits: Tensor, true_probs: Tensor, top_k, step: int) -> dict
     kl = torch.where(support, p * (p.clamp_min(1e-300).log() - log_probs), torch.zeros_like(p))
     record["kl_to_oracle"] = float(kl.sum(-1).mean())
     return record
+
+
+def gated_window_update(
+    true_probs: Tensor,
+    scores: Tensor,
+    target_k: int,
+    window_width: int,
+    tail_negatives: int = 0,
+    tail_weight: float = 1.0,
+) -> Tensor:
+    """`[N]` closed-form expected update of the beam-gated window, binary rewards, no eps.
+
+    The objective is `TAWinWPAUC(target_k=K, window_width=w, gate="beam", tail_negatives=t,
+    tail_weight=lambda)`: window negative-ranks `[lo, hi) = [K - 1, K - 1 + w)`, beam
+    `W = hi + 1`, G = w + 1 (K = 1 is gated `BeamPAUC(num_negatives=w)`: the group is the
+    beam). With `r_j` the item at pi-rank j, `m = w + lambda M` (M = N - W tail negatives;
+    lambda = 0 without a tail) and `c = 1 / (sqrt(m) (G + t))`:
+
+        u(r_j) = c m p_j                        j < lo      (only ever the positive)
+        u(r_lo) = c (m p_lo - sum_{lo<k<=hi} p_k)           (a negative when y is below it)
+        u(r_j) = c ((m + 1) p_j - P_B)          lo < j <= hi (a negative whenever y != r_j)
+        u(r_j) = -lambda c P_B                  j > hi      (out of the beam; 0 untailed)
+
+    where P_B is the p-mass of the beam. Matches `expected_score_update` up to GRPO's eps.
+
+    Args:
+        true_probs: `[N]` p.
+        scores: `[N]` the policy's item scores (only their ranking matters, no ties).
+        target_k: K.
+        window_width: w.
+        tail_negatives: t, the number of drawn tail negatives (0: no tail).
+        tail_weight: lambda, used when `tail_negatives > 0`.
+    """
+    lo, hi = target_k - 1, target_k - 1 + window_width
+    num_items = scores.shape[-1]
+    if target_k < 1 or window_width < 1 or hi + 1 > num_items:
+        raise ValueError(
+            f"gated_window_update: need target_k >= 1, window_width >= 1 and a beam of "
+            f"{hi + 1} <= {num_items} items, got target_k={target_k}, window_width={window_width}"
+        )
+    tail_size = num_items - hi - 1
+    lam = tail_weight if tail_negatives > 0 else 0.0
+    effective_negatives = window_width + lam * tail_size
+    scale = 1.0 / (effective_negatives**0.5 * (window_width + 1 + tail_negatives))
+    order = torch.argsort(scores, descending=True)
+    p = true_probs.double()[order]
+    beam_mass = p[: hi + 1].sum()
+    ranked = torch.empty(num_items, dtype=torch.float64)
+    ranked[:lo] = effective_negatives * p[:lo]
+    ranked[lo] = effective_negatives * p[lo] - p[lo + 1 : hi + 1].sum()
+    ranked[lo + 1 : hi + 1] = (effective_negatives + 1) * p[lo + 1 : hi + 1] - beam_mass
+    ranked[hi + 1 :] = -lam * beam_mass
+    update = torch.empty_like(ranked)
+    update[order] = scale * ranked
+    return update
+
+
+def lower_edge(
+    true_probs: Tensor, scores: Tensor, target_k: int, window_width: int
+) -> dict[str, Tensor]:
+    """Per context `[C]`: does the beam-gated window push its beam's last item below the
+    items outside the beam (see `gated_window_update`)?
+
+    Args:
+        true_probs: `[C, N]` p.
+        scores: `[C, N]` the policy's item scores (their ranking sets the beam).
+        target_k: K.
+        window_width: w (beam W = K + w, group G = w + 1).
+
+    Returns:
+        `beam_mass` P_B; `threshold` P_B / G: a beam item below the window's first negative
+        with p under it is pushed below every item outside the beam (for K > 1 the beam is
+        wider than the group, so the threshold exceeds the beam's mean p and the last item
+        always falls); `last_prob`, p of the beam's last item; `breaks`, 1.0 where
+        `last_prob < threshold`; `min_tail_weight`, the smallest `tail_weight` lambda that
+        keeps the last item above the tail, `max(0, (P_B - G p_last) / (P_B + M p_last))`
+        with M = N - W items outside the beam.
+    """
+    width = target_k + window_width
+    group_size = window_width + 1
+    tail_size = scores.shape[-1] - width
+    beam = torch.topk(scores, width, dim=-1).indices
+    beam_probs = true_probs.double().gather(-1, beam)
+    beam_mass = beam_probs.sum(-1)
+    last_prob = beam_probs[:, -1]
+    threshold = beam_mass / group_size
+    needed = (beam_mass - group_size * last_prob) / (beam_mass + tail_size * last_prob)
+    return {
+        "beam_mass": beam_mass,
+        "threshold": threshold,
+        "last_prob": last_prob,
+        "breaks": (last_prob < threshold).double(),
+        "min_tail_weight": needed.clamp_min(0.0),
+    }

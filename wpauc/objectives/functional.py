@@ -330,6 +330,53 @@ def sample_negatives(
     return drawn.to(logits.device)
 
 
+def tail_negatives(
+    window_and_above: Tensor,
+    target: Tensor,
+    num_items: int,
+    count: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, float]:
+    """Draw negatives uniformly from below the window, to stand for the whole tail.
+
+    The tail is every negative outside `window_and_above` (the negatives of negative-rank
+    below the window's end `hi`): the M = N - 1 - hi negatives of negative-rank >= hi. A
+    uniform draw of `count` of them without replacement includes each with probability
+    `count / M`, so giving each drawn one the weight `M / count` makes the expected push on
+    EVERY tail negative that of one window negative (docs/design.md section 11).
+
+    Args:
+        window_and_above: `[B, hi]` the negatives of negative-rank < hi, never drawn.
+        target: `[B]` the positive, never drawn.
+        num_items: N, the catalog size.
+        count: negatives to draw per context (1 <= count <= M).
+        generator: random generator of the draw.
+
+    Returns:
+        `(items [B, count], weight)` with `weight = M / count`.
+    """
+    tail_size = num_items - 1 - window_and_above.shape[-1]
+    if not 1 <= count <= tail_size:
+        raise ValueError(
+            f"tail_negatives: count must be in [1, {tail_size}] (negatives below the "
+            f"window), got {count}"
+        )
+    weight = tail_size / count
+    if count == tail_size:  # the whole tail, in catalog order: exact, and no draw to pay for
+        in_tail = torch.ones(target.shape[0], num_items, dtype=torch.bool, device=target.device)
+        in_tail.scatter_(-1, window_and_above, False)
+        in_tail.scatter_(-1, target.unsqueeze(-1), False)
+        return in_tail.nonzero()[:, 1].view(target.shape[0], count), weight
+    device = _draw_device(generator, target.device)
+    # The `count` smallest of i.i.d. uniform keys are a uniform subset; excluded items get
+    # keys above every draw in [0, 1).
+    keys = torch.rand(target.shape[0], num_items, generator=generator, device=device)
+    keys.scatter_(-1, window_and_above.to(device), 2.0)
+    keys.scatter_(-1, target.to(device).unsqueeze(-1), 2.0)
+    drawn = keys.topk(count, dim=-1, largest=False).indices
+    return drawn.to(target.device), weight
+
+
 def beam_negatives(
     beam_items: Tensor, beam_scores: Tensor, target: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -14,7 +14,7 @@ from wpauc.objectives.base import (
     gate_contexts,
     positive_first_group,
 )
-from wpauc.objectives.functional import rank_gate, soft_window_weights
+from wpauc.objectives.functional import rank_gate, soft_window_weights, tail_negatives
 from wpauc.window import Window
 
 
@@ -61,6 +61,14 @@ class TAWinWPAUC(Objective):
             derivative of the bounded logistic pairwise loss, so pairs the positive already
             wins by a margin stop pushing (see `logistic_pair_weights`).
         pairwise_temperature: tau of the logistic weights, in summed log-prob units.
+        tail_negatives: t > 0 extends the window to the catalog's end without a wider
+            beam: t negatives drawn uniformly from those of negative-rank >= hi join the
+            group, each weighted `tail_weight * M / t` (M = N - 1 - hi of them), so in
+            expectation every one counts as a window negative of weight `tail_weight`. The
+            window then has no lower edge, the one place where gated and ungated windows
+            break the true order (docs/design.md section 11). 0: off. Hard windows only.
+        tail_weight: lambda > 0, the expected weight of a tail negative relative to a
+            window negative; 1 keeps the true order at the truth for any distribution.
     """
 
     def __init__(
@@ -76,6 +84,8 @@ class TAWinWPAUC(Objective):
         gate_band: int = 0,
         pairwise: Literal["linear", "logistic"] = "linear",
         pairwise_temperature: float = 1.0,
+        tail_negatives: int = 0,
+        tail_weight: float = 1.0,
     ) -> None:
         by_fraction = alpha is not None or d is not None
         by_rank = target_k is not None or window_width is not None
@@ -106,7 +116,17 @@ class TAWinWPAUC(Objective):
             raise self._config_error("gate", f"must be 'none', 'beam' or 'band', got {gate!r}")
         if gate_band < 0:
             raise self._config_error("gate_band", f"must be >= 0, got {gate_band}")
+        if tail_negatives < 0:
+            raise self._config_error("tail_negatives", f"must be >= 0, got {tail_negatives}")
+        if tail_negatives > 0 and soft_temperature is not None:
+            raise self._config_error(
+                "tail_negatives", "needs a hard window (soft_temperature: null)"
+            )
+        if not tail_weight > 0.0:
+            raise self._config_error("tail_weight", f"must be > 0, got {tail_weight}")
         self._set_pairwise(pairwise, pairwise_temperature)
+        self.tail_negatives = tail_negatives
+        self.tail_weight = tail_weight
         self.soft_temperature = soft_temperature
         self.saturate = saturate
         self.max_beam_width = max_beam_width
@@ -141,8 +161,15 @@ class TAWinWPAUC(Objective):
             )
 
     def check_catalog(self, num_items: int) -> None:
-        _, hi = self.window_ranks(num_items - 1)
+        lo, hi = self.window_ranks(num_items - 1)
         self._check_beam_width(self._beam_width(hi, num_items))
+        below_window = num_items - 1 - hi
+        if self.tail_negatives > below_window:
+            raise self._config_error(
+                "tail_negatives",
+                f"= {self.tail_negatives} exceeds the {below_window} negatives below the "
+                f"window [{lo}, {hi}) of a {num_items}-item catalog",
+            )
 
     def _build_group(
         self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
@@ -154,6 +181,14 @@ class TAWinWPAUC(Objective):
         member_weights: Tensor | None = None
         if self.soft_temperature is None:
             members = ranked.items[:, lo:hi]
+            if self.tail_negatives > 0:
+                tail, weight = tail_negatives(
+                    ranked.items[:, :hi], target, num_items, self.tail_negatives, generator
+                )
+                window_weights = torch.ones(members.shape[0], 1 + members.shape[1])
+                tail_weights = torch.full(tail.shape, self.tail_weight * weight)
+                member_weights = torch.cat([window_weights, tail_weights], -1).to(tail.device)
+                members = torch.cat([members, tail], -1)
         else:
             members = ranked.items
             negative_weights = soft_window_weights(ranked.scores, lo, hi, self.soft_temperature)
