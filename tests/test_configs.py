@@ -1,6 +1,7 @@
 """The shipped configs: every entry point parses and instantiates (trainer, model, data
-module), every piece composes with ``configs/base.yaml``, every ``wpauc ... -c`` command that
-README.md and configs/README.md show parses, and a config composed from pieces trains.
+module), every piece composes with ``configs/base.yaml`` and every strategy piece after an
+entry point, every ``wpauc ... -c`` command that README.md, configs/README.md and
+docs/scaling.md show parses, and a config composed from pieces trains.
 
 Hardware and files a CI machine lacks are swapped for stand-ins: the GPU trainer runs on the
 CPU and the pretrained model path points at a tiny random checkpoint written offline.
@@ -28,8 +29,12 @@ BASE = CONFIGS / "base.yaml"
 BASES = {BASE, CONFIGS / "base_rl.yaml"}
 #: piece folder -> the option that takes one of its files
 PIECES = {"data": "--data", "policy": "--model.policy", "objective": "--model.objective"}
+#: whole-config overrides added after an entry point: `-c <entry point> -c strategy/<name>`
+STRATEGIES = sorted((CONFIGS / "strategy").glob("*.yaml"))
 ENTRY_POINTS = sorted(
-    path for path in CONFIGS.rglob("*.yaml") if path not in BASES and path.parent.name not in PIECES
+    path
+    for path in CONFIGS.rglob("*.yaml")
+    if path not in BASES and path.parent.name not in PIECES and path not in STRATEGIES
 )
 #: the entry points that scripts, experiments and the docs call by name
 NAMED_ENTRY_POINTS = [
@@ -41,7 +46,7 @@ NAMED_ENTRY_POINTS = [
     "d3/sft_title.yaml",
     "pretrained/qwen2.5_lora_office.yaml",
 ]
-DOCUMENTS = [REPO / "README.md", CONFIGS / "README.md"]
+DOCUMENTS = [REPO / "README.md", CONFIGS / "README.md", REPO / "docs" / "scaling.md"]
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -116,7 +121,11 @@ def test_configs_are_shipped():
 
 
 def test_documents_show_commands():
-    assert {document for document, _ in COMMANDS} == {"README.md", "configs/README.md"}
+    assert {document for document, _ in COMMANDS} == {
+        "README.md",
+        "configs/README.md",
+        "docs/scaling.md",
+    }
 
 
 @pytest.mark.parametrize("config", ENTRY_POINTS, ids=relative)
@@ -151,6 +160,18 @@ def test_piece_composes_with_base(piece: Path, monkeypatch):
     if folder == "data":
         written, parsed = written["source"], parsed.source
     assert parsed.class_path == written["class_path"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=relative)
+def test_strategy_composes_after_an_entry_point(strategy: Path, monkeypatch):
+    entry_point = CONFIGS / "pretrained" / "qwen2.5_lora_office.yaml"
+    config = parse(["fit", "-c", str(entry_point), "-c", str(strategy)], monkeypatch).fit
+    written = yaml.safe_load(strategy.read_text())["trainer.strategy"]
+    parsed = config.trainer.strategy
+    name = written if isinstance(written, str) else written["class_path"]
+    assert (parsed if isinstance(parsed, str) else parsed.class_path) == name
+    assert config.trainer.accelerator == "gpu" and config.trainer.devices == -1
+    assert config.model.policy.class_path == "wpauc.models.PretrainedPolicy"  # the rest is kept
 
 
 @pytest.mark.parametrize("document, args", COMMANDS, ids=command_id)

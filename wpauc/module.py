@@ -10,12 +10,14 @@ starts from an SFT checkpoint (``init_from``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
@@ -37,6 +39,7 @@ from wpauc.models.provenance import (
     load_policy_weights,
 )
 from wpauc.objectives import Group, Objective, PolicyLoss, group_statistics
+from wpauc.scaling import check_strategy
 from wpauc.schedules import WarmupCosine
 
 
@@ -200,6 +203,11 @@ class RecommenderModule(L.LightningModule):
 
     def configure_model(self) -> None:
         self.build(self.trainer.datamodule)
+        check_strategy(
+            self.trainer.strategy,
+            lora_reference=self.reference is not None and self.reference.shares_policy_weights,
+            refreshed_reference=self.reference is not None and self.hparams.sft_epochs > 0,
+        )
 
     def load_policy_weights(self, path: str, key: str = "model.init_from") -> None:
         """Load the policy weights of the checkpoint at ``path`` (see
@@ -265,22 +273,44 @@ class RecommenderModule(L.LightningModule):
             for group in optimizer.param_groups:
                 group["lr"] = self.hparams.rl_learning_rate
 
-    def _update(self, loss: torch.Tensor) -> torch.Tensor:
+    def _update(self, loss: torch.Tensor) -> torch.Tensor | None:
         """One optimizer step on ``loss`` (clip, step, schedule); returns the gradient norm
-        before clipping."""
+        before clipping (None under DeepSpeed, see `_clip_gradients`)."""
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        gradients = [p.grad for p in self.policy.parameters() if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.float()) for g in gradients])
-        )
-        if self.hparams.gradient_clip_val is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+        grad_norm = self._clip_gradients(optimizer)
         optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
+        return grad_norm
+
+    def _clip_gradients(self, optimizer) -> torch.Tensor | None:
+        """Clip the gradients to the global norm ``gradient_clip_val``; return that norm
+        before clipping, where the strategy lets the module see it.
+
+        Under FSDP each process holds gradient shards: FSDP's own ``clip_grad_norm_`` reduces
+        the norm over processes (Lightning's ``clip_gradients`` refuses norm clipping there).
+        DeepSpeed keeps the gradients in its own partitions and clips them itself (its config's
+        ``gradient_clipping``): None. Otherwise (one process, DDP) every process holds the
+        whole, already averaged gradients.
+        """
+        max_norm = self.hparams.gradient_clip_val
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy):
+            return None
+        if isinstance(strategy, FSDPStrategy):
+            # an infinite max_norm measures without clipping (the scale is clamped to 1)
+            return self.trainer.model.clip_grad_norm_(
+                math.inf if max_norm is None else max_norm
+            ).detach()
+        gradients = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        grad_norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.float()) for g in gradients])
+        )
+        if max_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=max_norm)
         return grad_norm.detach()
 
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
@@ -347,8 +377,9 @@ class RecommenderModule(L.LightningModule):
             **self._informative_loss_stats(loss, stats),
             **group_statistics(group, advantages),
             **{name: value for name, value in group.stats.items() if value.ndim == 0},
-            "grad_norm": grad_norm,
         }
+        if grad_norm is not None:
+            logged["grad_norm"] = grad_norm
         self.log("train/surrogate", logged.pop("surrogate"), prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, batch_size=batch_size)
 
@@ -409,8 +440,16 @@ class RecommenderModule(L.LightningModule):
         self._diagnose(batch)
 
     def _diagnose(self, batch: dict[str, torch.Tensor]) -> None:
-        """Distribution diagnostics of the first ``diagnostic_samples`` validation contexts."""
-        count = min(self.hparams.diagnostic_samples - self.diagnosed_samples, len(batch["target"]))
+        """Distribution diagnostics of the first ``diagnostic_samples`` validation contexts.
+
+        Under DDP a process diagnoses the contexts of its shard among them (rank ``r`` holds
+        positions ``r, r + world_size, ...``, `wpauc.data.loaders.EvalShardSampler`), so the
+        means over all processes are those of one process.
+        """
+        share = len(
+            range(self.global_rank, self.hparams.diagnostic_samples, self.trainer.world_size)
+        )
+        count = min(share - self.diagnosed_samples, len(batch["target"]))
         if count <= 0:
             return
         self.diagnosed_samples += count
@@ -425,9 +464,20 @@ class RecommenderModule(L.LightningModule):
         if self.oracle_probs is not None:
             oracle = self.oracle_probs[batch["sample_index"][:count].cpu()].to(scores.device)
         for name, values in distribution_diagnostics(scores, oracle).items():
-            metric = self.val_diagnostics[name]
-            metric.update(values)
-            self.log(f"val/{name}", metric, batch_size=count)
+            self.val_diagnostics[name].update(values)
+
+    def _log_diagnostics(self) -> None:
+        """Log the diagnostics' means over every process's contexts. Each ``compute()`` is a
+        collective under DDP, so every process makes it, also one that diagnosed nothing (a
+        process that logged a metric object the others never logged would wait forever)."""
+        if self.hparams.diagnostic_samples == 0:
+            return
+        # distribution_diagnostics gives the oracle's diagnostics exactly when given the oracle
+        names = [n for n in DIAGNOSTICS if self.oracle_probs is not None or "oracle" not in n]
+        values = {f"val/{name}": self.val_diagnostics[name].compute() for name in names}
+        for metric in self.val_diagnostics.values():
+            metric.reset()
+        self.log_dict(values, sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluation_step(batch, self.test_metrics)
@@ -440,6 +490,7 @@ class RecommenderModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._end_evaluation(self.val_metrics)
+        self._log_diagnostics()
 
     def on_test_epoch_end(self) -> None:
         self._end_evaluation(self.test_metrics)
