@@ -4,7 +4,9 @@ with a rank cap, beam), tested and predicted. Every logged metric, the trained w
 and the predictions must equal the recorded ones, so that a refactoring that should change
 nothing (module, protocols, metrics, objectives, configs) is shown to change nothing.
 
-After a change that is meant to change the numbers, record them again:
+A refactoring must make this test pass as it is, without recording again: if it fails, the
+refactoring changed behaviour and is wrong. Only a change whose purpose is to change the
+numbers (a fix, a new default) records them again, and says so in its commit message:
 ``WPAUC_RECORD_SNAPSHOT=1 .venv/bin/python -m pytest tests/test_behaviour_snapshot.py``.
 """
 
