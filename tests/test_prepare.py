@@ -9,14 +9,11 @@ import ast
 import csv
 import dataclasses
 import gzip
-import importlib
 import inspect
 import json
 import random
-import re
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,15 +176,6 @@ def read_split(path: Path) -> list[dict]:
 def toy_sid_index(num_items: int) -> dict[str, list[str]]:
     """A hand-made SID table (with collisions) for runs that do not build SIDs."""
     return {str(i): [f"<a_{i % 4}>", f"<b_{i % 7}>", f"<c_{i % 5}>"] for i in range(num_items)}
-
-
-def console_script(name: str) -> Callable[[list[str]], None]:
-    """The function that pyproject.toml's ``[project.scripts]`` entry ``name`` runs (read
-    with a pattern: tomllib needs Python 3.11 and the package supports 3.10)."""
-    pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    entry = re.search(rf'^{name} = "([\w.]+):(\w+)"$', pyproject, re.MULTILINE)
-    assert entry is not None, f"no console script {name} in {REPO_ROOT / 'pyproject.toml'}"
-    return getattr(importlib.import_module(entry.group(1)), entry.group(2))
 
 
 def raw_file_options(raw: RawFiles) -> list[str]:
@@ -477,33 +465,3 @@ def test_subcommand_help_lists_every_option(command, documentation, capsys, monk
         assert f"  --{option} " in shown
     assert documentation in shown
     assert "k-means centroids per level." in shown
-
-
-def test_alias_script_with_the_old_spellings_gives_the_same_layout(prepared, tmp_path):
-    raw, output, report = prepared
-    alias_output = tmp_path / "alias"
-    old_spellings = [
-        "--reviews",
-        str(raw.reviews),
-        f"--meta={raw.meta}",
-        "--category",
-        CATEGORY,
-        f"--output-dir={alias_output}",
-    ]
-    prepare_amazon_alias = console_script("wpauc-prepare-amazon")
-    prepare_amazon_alias([*old_spellings, "--items-only"])
-    items = json.loads((alias_output / "index" / f"{CATEGORY}.item.json").read_text())
-    sid_file = tmp_path / "sids.json"
-    sid_file.write_text(json.dumps(toy_sid_index(len(items))))
-    prepare_amazon_alias([*old_spellings, "--sid-index", str(sid_file), "--strict", "false"])
-    for relative in (
-        f"train/{STEM}.csv",
-        f"valid/{STEM}.csv",
-        f"test/{STEM}.csv",
-        f"index/{CATEGORY}.item.json",
-        f"index/{CATEGORY}.index.json",
-    ):
-        assert (alias_output / relative).read_bytes() == (output / relative).read_bytes()
-    alias_report = json.loads((alias_output / f"{CATEGORY}.prepare_report.json").read_text())
-    for section in ("command", "params", "bad_records", "stats"):
-        assert alias_report[section] == report[section]

@@ -21,7 +21,6 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTra
 from tests.test_prepare import (
     CATEGORY,
     STEM,
-    console_script,
     raw_file_options,
     read_split,
     write_raw_files,
@@ -243,33 +242,3 @@ def test_build_sids_errors_name_the_file(tiny_encoder, tmp_path):
     (tmp_path / "index" / f"{CATEGORY}.item.json").write_text(json.dumps({"1": {"title": "pen"}}))
     with pytest.raises(SystemExit, match=rf"{CATEGORY}.item.json: item ids must be 0..0"):
         main(argv)
-
-
-def test_build_sids_alias_with_the_old_spellings_gives_the_same_index(tiny_encoder, tmp_path):
-    raw = write_raw_files(tmp_path / "raw")
-    sid_options = ["--sid.codebook_size", "4", "--sid.batch_size", "8"]
-    for folder in ("new", "old"):
-        base = [*raw_file_options(raw), "--output_dir", str(tmp_path / folder)]
-        main(["prepare-amazon", *base, "--items_only"])
-    new = ["--data_dir", str(tmp_path / "new"), "--category", CATEGORY]
-    main(["build-sids", *new, "--encoder", str(tiny_encoder), *sid_options])
-    console_script("wpauc-build-sids")(
-        [
-            "--data-dir",
-            str(tmp_path / "old"),
-            "--category",
-            CATEGORY,
-            f"--encoder={tiny_encoder}",
-            "--codebook-size",
-            "4",
-            "--batch-size=8",
-        ]
-    )
-    index = f"index/{CATEGORY}.index.json"
-    assert (tmp_path / "old" / index).read_bytes() == (tmp_path / "new" / index).read_bytes()
-    reports = [
-        json.loads((tmp_path / folder / f"{CATEGORY}.sids_report.json").read_text())
-        for folder in ("new", "old")
-    ]
-    assert reports[0]["sids"] == reports[1]["sids"]
-    assert reports[0]["sids"]["codebook_size"] == 4

@@ -5,13 +5,11 @@ Modules: ``records`` (JSON-lines dumps, bad-record log), ``amazon`` (Amazon Revi
 reading, cleaning and filtering), ``samples`` (k-core, samples, chronological split),
 ``layout`` (writing the CSVs and index files), ``sids`` (residual k-means SIDs over sentence
 embeddings), ``commands`` (the two commands as typed functions), ``command_line`` (their
-jsonargparse command lines and console scripts).
+jsonargparse command lines).
 """
 
 from wpauc.prepare.command_line import (
     COMMANDS,
-    build_sids_main,
-    prepare_amazon_main,
     run_command,
 )
 from wpauc.prepare.commands import SIDOptions, build_sids_command, prepare_amazon_command
@@ -20,8 +18,6 @@ __all__ = [
     "COMMANDS",
     "SIDOptions",
     "build_sids_command",
-    "build_sids_main",
     "prepare_amazon_command",
-    "prepare_amazon_main",
     "run_command",
 ]

@@ -83,8 +83,7 @@ def prepare_amazon_command(
     are counted and reported (--strict stops at the first). SIDs come from one of --encoder
     (build them now), --sid_index (an existing item id -> tokens file), or an
     index/<category>.index.json already in the output folder (e.g. from wpauc build-sids
-    after an --items_only run). The old spellings (--output-dir, --codebook-size, a bare
-    --items-only) are accepted too.
+    after an --items_only run).
 
     examples:
       # one command, full layout, SIDs from the bundled MiniLM encoder
@@ -187,7 +186,7 @@ def build_sids_command(
     Builds SIDs by residual k-means over item text embeddings and writes
     index/<category>.index.json (item id -> tokens <a_i>, <b_j>, <c_k>, ...) and the report
     <category>.sids_report.json. Items sharing a SID are kept (the SID codec disambiguates);
-    their number is reported. The old spellings (--data-dir, --codebook-size) are accepted.
+    their number is reported.
 
     Args:
         data_dir: MiniOneRec-layout folder (holds index/).
