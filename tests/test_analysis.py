@@ -211,6 +211,15 @@ def test_min_tail_weight_is_where_the_last_beam_item_stops_falling():
         assert (update[3] > update[4]).item() == keeps  # the beam's last vs the tail's first
 
 
+@pytest.mark.parametrize(("target_k", "window_width"), [(1, 2), (2, 2)])
+def test_an_ungated_window_with_the_whole_tail_keeps_the_order_at_the_truth(target_k, window_width):
+    # tail weight 1: in expectation the window runs from K - 1 to the catalog's end
+    tail = len(P8) - target_k - window_width
+    objective = TAWinWPAUC(target_k=target_k, window_width=window_width, tail_negatives=tail)
+    update = expected_score_update(objective, P8.float(), P8.log().float())
+    assert (update.diff() < 0).all()  # P8 is sorted: strictly decreasing, no gap closes
+
+
 def test_tabular_dynamics_from_the_truth_break_the_lower_edge_and_the_tail_keeps_the_order():
     p = P8[None].float()
     start = P8.log()[None]
