@@ -169,6 +169,8 @@ def headline(dataset: str, runs: list[Run], starts: dict) -> list[str]:
         return []
     control_key = (CONTROL, rl_key[1], 0.0)
     rl, control = groups.get(rl_key, []), groups.get(control_key, [])
+    used = {run.start.sft_seed for run in rl + control}
+    starts = {seed: start for seed, start in starts.items() if seed in used or not used}
     metrics = list(HEADLINE_METRICS)
     has_oracle = any("expected_hr" in load_counts(s.counts_path) for s in starts.values())
     if has_oracle:
