@@ -16,7 +16,7 @@ from wpauc.analysis import (
     tabular_log_prob_update,
 )
 from wpauc.decoding import ScoreTable
-from wpauc.objectives import BeamPAUC, PolicyLoss, TAWinWPAUC
+from wpauc.objectives import BeamPAUC, PolicyLoss, RolloutContext, TAWinWPAUC
 
 P = torch.tensor([0.30, 0.25, 0.20, 0.15, 0.10, 0.0])
 LOG_PI = torch.tensor([-1.0, -1.5, -2.0, -2.5, -3.0, -3.5])  # pi ranks items 0, 1, 2, ...
@@ -58,7 +58,7 @@ def test_expected_update_is_the_loss_gradient_for_a_certain_positive():
     scores = LOG_PI.clone().requires_grad_(True)
     objective = TAWinWPAUC(target_k=2, window_width=2)
     target = torch.tensor([3])
-    group = objective.group(ScoreTable(scores.detach()[None]), target)
+    group = objective.group(RolloutContext(ScoreTable(scores.detach()[None]), target))
     advantages = NO_EPS.advantages(group)
     logp = scores[group.items].unsqueeze(-1)  # one-token codes
     loss, _ = PolicyLoss(beta=0.0)(
@@ -131,7 +131,9 @@ def expected_loss_gradient(objective, true_probs, scores):
     scores = scores.clone().requires_grad_(True)
     total = torch.zeros(())
     for positive in torch.nonzero(true_probs > 0).flatten().tolist():
-        group = objective.group(ScoreTable(scores.detach()[None]), torch.tensor([positive]))
+        group = objective.group(
+            RolloutContext(ScoreTable(scores.detach()[None]), torch.tensor([positive]))
+        )
         advantages = PolicyLoss().advantages(group)
         logp = scores[group.items].unsqueeze(-1)
         loss, _ = PolicyLoss(beta=0.0)(

@@ -8,6 +8,7 @@ import torch
 
 from wpauc.decoding import ScoreTable
 from wpauc.objectives import (
+    RolloutContext,
     TAWinWPAUC,
     grpo_advantages,
     k3_kl,
@@ -259,13 +260,15 @@ def test_tawin_tail_option_joins_weighted_tail_members_and_checks_its_settings()
     scores = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0]])
     target = torch.tensor([6])
     objective = TAWinWPAUC(target_k=2, window_width=2, tail_negatives=2, tail_weight=0.75)
-    group = objective.group(ScoreTable(scores), target, torch.Generator().manual_seed(0))
+    group = objective.group(
+        RolloutContext(ScoreTable(scores), target, torch.Generator().manual_seed(0))
+    )
     # window negative-ranks [1, 3): items 1, 2; tail: 2 of the M = 8 - 1 - 3 = 4 items 3, 4, 5, 7
     assert group.items[0, :3].tolist() == [6, 1, 2]
     assert set(group.items[0, 3:].tolist()) <= {3, 4, 5, 7}
     # tail weight 0.75 * M / t = 0.75 * 4 / 2
     torch.testing.assert_close(group.weights, torch.tensor([[1.0, 1.0, 1.0, 1.5, 1.5]]))
-    plain = TAWinWPAUC(target_k=2, window_width=2).group(ScoreTable(scores), target)
+    plain = TAWinWPAUC(target_k=2, window_width=2).group(RolloutContext(ScoreTable(scores), target))
     assert plain.items.tolist() == [[6, 1, 2]] and plain.weights is None
     with pytest.raises(ValueError, match="TAWinWPAUC: tail_negatives = 5 exceeds the 4"):
         TAWinWPAUC(target_k=2, window_width=2, tail_negatives=5).check_catalog(8)

@@ -19,6 +19,7 @@ from wpauc.objectives import (
     Group,
     PolicyLoss,
     RankAwareReward,
+    RolloutContext,
     TAWinWPAUC,
     grpo_advantages,
     rank_aware_penalties,
@@ -47,7 +48,7 @@ def make_trie(num_items, code_length=3):
 def run(objective, scores, target, generator=None):
     """The objective's group on `scores`, with its default-loss advantages."""
     scorer = RecordingTable(scores)
-    group = objective.group(scorer, target, generator)
+    group = objective.group(RolloutContext(scorer, target, generator))
     advantages = PolicyLoss().advantages(group)
     rollout = SimpleNamespace(**vars(group), advantages=advantages)
     return rollout, scorer
@@ -387,3 +388,27 @@ def test_gates_silence_contexts_outside_the_beam_or_the_band():
     assert live(BeamPAUC(num_negatives=5, positive_only_if_generated=True)) == [
         p < 6 for p in positions
     ]
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        lambda: GRPOAUC(num_negatives=4, pairwise="logistic"),
+        lambda: BeamPAUC(num_negatives=4, pairwise="logistic"),
+        lambda: TAWinWPAUC(target_k=2, window_width=3, pairwise="logistic"),
+    ],
+)
+def test_logistic_pairs_with_renormalised_scores_fail_when_the_module_is_built(objective):
+    """Logistic pair weights need `ItemScorer.score`, which renormalised scoring refuses: the
+    module refuses the combination when it is constructed, not at the first RL step."""
+    from wpauc.module import RecommenderModule
+
+    objective().check_scoring(renormalize=False)
+    with pytest.raises(ValueError, match=r"model.objective: \w+: pairwise .*model.renormalize"):
+        RecommenderModule(objective=objective(), renormalize=True)
+
+
+def test_linear_pairs_and_the_rank_aware_reward_take_renormalised_scores():
+    linear = (GRPOAUC(num_negatives=4), TAWinWPAUC(target_k=2, window_width=3))
+    for objective in (*linear, RankAwareReward(num_beams=4)):
+        objective.check_scoring(renormalize=True)

@@ -15,7 +15,7 @@ from wpauc.decoding import (
     constrained_beam_search,
     score_items,
 )
-from wpauc.objectives import GRPOAUC, PolicyLoss, TAWinWPAUC, grpo_advantages
+from wpauc.objectives import GRPOAUC, PolicyLoss, RolloutContext, TAWinWPAUC, grpo_advantages
 
 VOCAB = 40
 FIRST_CODE_TOKEN = 10
@@ -63,7 +63,7 @@ def test_grpo_loss_gradient_is_the_pairwise_auc_surrogate_gradient(code_length):
     target = torch.randint(0, num_items, (batch,), generator=generator)
 
     scorer = PolicyScorer(model, prompts, torch.ones_like(prompts), trie)
-    group = GRPOAUC(num_negatives=num_negatives).group(scorer, target, generator)
+    group = GRPOAUC(num_negatives=num_negatives).group(RolloutContext(scorer, target, generator))
     advantages = grpo_advantages(group.rewards, eps=0.0)
     completions, completion_mask = group.completions(trie)
 
@@ -99,7 +99,7 @@ def run_sampler(objective, scores, batch, positive, seed):
     """The objective's groups for `batch` contexts whose policy scores the items `scores`."""
     target = torch.full((batch,), positive)
     generator = torch.Generator().manual_seed(seed)
-    group = objective.group(ScoreTable(scores.expand(batch, -1)), target, generator)
+    group = objective.group(RolloutContext(ScoreTable(scores.expand(batch, -1)), target, generator))
     return SimpleNamespace(items=group.items, advantages=PolicyLoss().advantages(group))
 
 
@@ -180,7 +180,7 @@ def test_tawin_on_a_tiny_model_takes_the_window_of_the_beam_ranking(tail):
 
     scorer = PolicyScorer(model, prompts, mask, trie)
     rollout = TAWinWPAUC(target_k=3, window_width=4, tail_negatives=tail).group(
-        scorer, target, torch.Generator().manual_seed(6)
+        RolloutContext(scorer, target, torch.Generator().manual_seed(6))
     )
     assert rollout.items.shape == (4, 1 + 4 + tail)
     for row in range(4):

@@ -38,7 +38,7 @@ from wpauc.models.provenance import (
     check_catalog,
     load_policy_weights,
 )
-from wpauc.objectives import Group, Objective, PolicyLoss, group_statistics
+from wpauc.objectives import Group, Objective, PolicyLoss, RolloutContext, group_statistics
 from wpauc.scaling import check_strategy
 from wpauc.schedules import WarmupCosine
 
@@ -121,6 +121,11 @@ class RecommenderModule(L.LightningModule):
             raise ValueError(f"model.sft_epochs must be >= 0, got {sft_epochs}")
         if rl_learning_rate is not None and rl_learning_rate <= 0:
             raise ValueError(f"model.rl_learning_rate must be > 0, got {rl_learning_rate}")
+        if objective is not None:
+            try:
+                objective.check_scoring(renormalize)
+            except ValueError as error:
+                raise ValueError(f"model.objective: {error}") from None
         if rl_learning_rate is not None and scheduler is not None and objective is not None:
             raise ValueError(
                 "model.rl_learning_rate cannot be combined with model.scheduler: the scheduler"
@@ -350,7 +355,8 @@ class RecommenderModule(L.LightningModule):
         scorer = PolicyScorer(
             self.policy, input_ids, attention_mask, self.trie, self.hparams.renormalize
         )
-        group = self.objective.group(scorer, batch["target"], self._rollout_generator())
+        context = RolloutContext(scorer, batch["target"], self._rollout_generator())
+        group = self.objective.group(context)
         advantages = self.loss.advantages(group)
         completions, token_mask = group.completions(self.trie)
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from wpauc.analysis.distribution import row_spearman
 from wpauc.decoding import ScoreTable
-from wpauc.objectives import Objective, PolicyLoss
+from wpauc.objectives import Objective, PolicyLoss, RolloutContext
 
 
 def expected_score_update(
@@ -58,7 +58,7 @@ def expected_score_update(
     generator = torch.Generator().manual_seed(seed)
     for _ in range(num_draws):
         table = ScoreTable(scores.unsqueeze(0).expand(len(positives), -1))
-        group = objective.group(table, positives, generator)
+        group = objective.group(RolloutContext(table, positives, generator))
         advantages = loss.advantages(group).double() * group.member_mask
         per_member = advantages / group.member_mask.sum(-1, keepdim=True).clamp_min(1)
         update.index_add_(0, group.items.flatten(), (per_member * weights[:, None]).flatten())

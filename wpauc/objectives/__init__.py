@@ -1,12 +1,12 @@
 """wpauc.objectives: GRPO as AUC, beam-search partial AUC and TAWin windowed partial AUC.
 
 Pure torch (no Lightning). An objective (one file each, chosen by `class_path` in YAML)
-only builds each context's group; `PolicyLoss` holds how the group is optimised;
-`functional` holds the maths (advantages, the policy loss, negative samplers, soft window
-weights).
+only builds each context's group from a `RolloutContext`; `PolicyLoss` holds how the group
+is optimised; `functional` holds the maths (advantages, the policy loss, negative
+samplers, soft window weights).
 """
 
-from wpauc.objectives.base import Group, Objective, group_statistics
+from wpauc.objectives.base import Group, Objective, RolloutContext, group_statistics
 from wpauc.objectives.beam_pauc import BeamPAUC
 from wpauc.objectives.functional import (
     beam_negatives,
@@ -29,6 +29,7 @@ __all__ = [
     "Objective",
     "PolicyLoss",
     "RankAwareReward",
+    "RolloutContext",
     "TAWinWPAUC",
     "beam_negatives",
     "group_statistics",

@@ -1,8 +1,9 @@
 """The objective interface: an objective builds each context's group, nothing more.
 
-Per RL step an objective asks an `ItemScorer` (the policy's ranking of the catalog) for
-what it needs and returns a `Group`: the members, their rewards, optional member weights
-and statistics to log. Which members enter the group decides which AUC is optimised
+Per RL step an objective reads a `RolloutContext` (the policy's ranking of the catalog as
+an `ItemScorer`, each context's positive, the random generator), asks the scorer for what
+it needs and returns a `Group`: the members, their rewards, optional member weights and
+statistics to log. Which members enter the group decides which AUC is optimised
 (docs/design.md): uniform negatives -> full AUC, policy samples -> AUC weighted by pi,
 top-m beam -> one-way partial AUC, beam ranks in a window -> windowed partial AUC. How the
 group's log-probs are optimised (advantages, clipping, KL) is `wpauc.objectives.PolicyLoss`.
@@ -11,7 +12,7 @@ group's log-probs are optimised (advantages, clipping, KL) is `wpauc.objectives.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -19,6 +20,23 @@ from torch import Tensor
 from wpauc.decoding import ItemScorer, ItemTrie
 from wpauc.objectives.functional import beam_negatives, logistic_pair_weights
 from wpauc.window import Window
+
+
+@dataclass(frozen=True)
+class RolloutContext:
+    """What an objective sees of one batch of contexts at an RL step.
+
+    An objective that needs more (the user's history, item metadata) gets a new field here,
+    with a default, filled where the rollout is built; the objectives that do not read it
+    stay as they are.
+    """
+
+    scorer: ItemScorer
+    """The policy's ranking of the catalog for this batch of contexts."""
+    target: Tensor
+    """`[B]` catalog index of each context's positive."""
+    generator: torch.Generator | None = None
+    """Random generator of the samplers; None uses torch's global one."""
 
 
 @dataclass
@@ -106,23 +124,22 @@ class RankedNegatives:
 
 
 class Objective(ABC):
-    """Base class of the RL objectives: `group(scorer, target)` builds each context's group.
+    """Base class of the RL objectives: `group(context)` builds each context's group.
 
     Subclasses implement `_build_group`; they validate their settings in `__init__` and, for
-    settings that depend on the catalog size, in `check_catalog`.
+    settings that depend on the catalog size or on how the policy scores items, in
+    `check_catalog` and `check_scoring`.
     """
 
-    def group(
-        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None = None
-    ) -> Group:
-        """Build each context's group under the policy behind `scorer` (no gradients).
+    pairwise: str = "linear"
+    """How a group's pairs are weighed: set by `_set_pairwise` in the objectives that offer
+    logistic pair weights; the others weigh every pair alike."""
 
-        Args:
-            scorer: the policy's ranking of the catalog for this batch of contexts.
-            target: `[B]` catalog index of each context's positive.
-            generator: random generator for the samplers; None uses torch's global one.
-        """
-        num_items = int(scorer.num_items)
+    def group(self, context: RolloutContext) -> Group:
+        """Build each context's group under the policy behind `context.scorer` (no
+        gradients)."""
+        num_items = int(context.scorer.num_items)
+        target = context.target
         if target.dim() != 1:
             raise ValueError(
                 f"{type(self).__name__}.group: target must be [B], got {tuple(target.shape)}"
@@ -136,22 +153,33 @@ class Objective(ABC):
             )
         self.check_catalog(num_items)
         with torch.no_grad():
-            return self._build_group(scorer, target, generator)
+            return self._build_group(replace(context, target=target))
 
     def check_catalog(self, num_items: int) -> None:  # noqa: B027 - an optional hook
         """Raise ValueError naming the key when the settings cannot work on a catalog of
         `num_items` items. Runs at every rollout and, through the LightningModule, as soon as
         the catalog is loaded, so a bad setting fails before any training."""
 
+    def check_scoring(self, renormalize: bool) -> None:
+        """Raise ValueError naming the key when the settings need scores that the policy's
+        scoring (`model.renormalize`) does not give. The LightningModule calls it when it is
+        constructed, so a bad combination fails before any data is loaded."""
+        if renormalize and self.pairwise == "logistic":
+            raise self._config_error(
+                "pairwise",
+                "= 'logistic' weighs pairs by the scores of the chosen members "
+                "(ItemScorer.score), which renormalised scoring does not give: set "
+                "model.renormalize false or pairwise 'linear'",
+            )
+
     def logged_windows(self) -> list[Window]:
         """The windows whose WPAUC should be logged beside the configured ones (TAWin's own)."""
         return []
 
     @abstractmethod
-    def _build_group(
-        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
-    ) -> Group:
-        """Pick each context's members and their rewards (and weights, if any)."""
+    def _build_group(self, context: RolloutContext) -> Group:
+        """Pick each context's members and their rewards (and weights, if any); the
+        context's target is checked and long."""
 
     def _config_error(self, key: str, message: str) -> ValueError:
         return ValueError(f"{type(self).__name__}: {key} {message}")
@@ -174,9 +202,10 @@ class Objective(ABC):
             return group
         return weigh_pairs_logistically(group, scorer, self.pairwise_temperature)
 
-    def _ranked_negatives(self, scorer: ItemScorer, target: Tensor, width: int) -> RankedNegatives:
+    def _ranked_negatives(self, context: RolloutContext, width: int) -> RankedNegatives:
         """Beam search of `width` with the positive dropped (see `beam_negatives`)."""
-        items, scores = scorer.beam(width)
+        target = context.target
+        items, scores = context.scorer.beam(width)
         if items.shape != (target.shape[0], width):
             raise RuntimeError(
                 f"{type(self).__name__}: beam search returned items of shape "

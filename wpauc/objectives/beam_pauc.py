@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-from torch import Tensor
-
-from wpauc.decoding import ItemScorer
 from wpauc.objectives.base import (
     Group,
     Objective,
+    RolloutContext,
     gate_contexts,
     positive_first_group,
 )
@@ -55,13 +52,11 @@ class BeamPAUC(Objective):
                 f"{num_items} items",
             )
 
-    def _build_group(
-        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
-    ) -> Group:
+    def _build_group(self, context: RolloutContext) -> Group:
         width = self.num_negatives + 1
-        ranked = self._ranked_negatives(scorer, target, width)
-        group = positive_first_group(target, ranked.items, ranked.stats)
-        group = self._weigh_pairs(group, scorer)
+        ranked = self._ranked_negatives(context, width)
+        group = positive_first_group(context.target, ranked.items, ranked.stats)
+        group = self._weigh_pairs(group, context.scorer)
         if self.positive_only_if_generated:
             group = gate_contexts(group, ranked.stats["positive_rank"] < width)
         return group

@@ -7,12 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from wpauc.decoding import ItemScorer
-from wpauc.objectives.base import (
-    Group,
-    Objective,
-    positive_first_group,
-)
+from wpauc.objectives.base import Group, Objective, RolloutContext, positive_first_group
 from wpauc.objectives.functional import sample_negatives
 
 
@@ -68,9 +63,8 @@ class GRPOAUC(Objective):
                 f"= {self.num_negatives} exceeds the {num_items - 1} negatives of the catalog",
             )
 
-    def _build_group(
-        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
-    ) -> Group:
+    def _build_group(self, context: RolloutContext) -> Group:
+        scorer, target = context.scorer, context.target
         stats: dict[str, Tensor] = {}
         if self.sampler == "uniform":
             logits = torch.zeros(target.shape[0], scorer.num_items, device=target.device)
@@ -81,7 +75,11 @@ class GRPOAUC(Objective):
             stats["positive_rank"] = (scores >= positive_score).sum(-1) - 1
             logits = scores / self.temperature
         negatives = sample_negatives(
-            logits, target, self.num_negatives, generator=generator, replacement=self.replacement
+            logits,
+            target,
+            self.num_negatives,
+            generator=context.generator,
+            replacement=self.replacement,
         )
         group = positive_first_group(target, negatives, stats)
         group = self._weigh_pairs(group, scorer)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from wpauc.decoding import ItemScorer
-from wpauc.objectives.base import Group, Objective
+from wpauc.objectives.base import Group, Objective, RolloutContext
 from wpauc.objectives.functional import positive_beam_position, rank_aware_penalties
 
 
@@ -41,10 +39,9 @@ class RankAwareReward(Objective):
                 "num_beams", f"= {self.num_beams} exceeds the catalog's {num_items} items"
             )
 
-    def _build_group(
-        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
-    ) -> Group:
-        items, _ = scorer.beam(self.num_beams)
+    def _build_group(self, context: RolloutContext) -> Group:
+        target = context.target
+        items, _ = context.scorer.beam(self.num_beams)
         positive_position = positive_beam_position(items, target)
         hit = positive_position < self.num_beams
         stats = {"positive_in_beam": hit.float().mean(), "positive_rank": positive_position}

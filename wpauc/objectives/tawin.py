@@ -7,10 +7,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from wpauc.decoding import ItemScorer
 from wpauc.objectives.base import (
     Group,
     Objective,
+    RolloutContext,
     gate_contexts,
     positive_first_group,
 )
@@ -171,19 +171,18 @@ class TAWinWPAUC(Objective):
                 f"window [{lo}, {hi}) of a {num_items}-item catalog",
             )
 
-    def _build_group(
-        self, scorer: ItemScorer, target: Tensor, generator: torch.Generator | None
-    ) -> Group:
+    def _build_group(self, context: RolloutContext) -> Group:
+        scorer, target = context.scorer, context.target
         num_items = scorer.num_items
         lo, hi = self.window_ranks(num_items - 1)
-        ranked = self._ranked_negatives(scorer, target, self._beam_width(hi, num_items))
+        ranked = self._ranked_negatives(context, self._beam_width(hi, num_items))
         stats = ranked.stats
         member_weights: Tensor | None = None
         if self.soft_temperature is None:
             members = ranked.items[:, lo:hi]
             if self.tail_negatives > 0:
                 tail, weight = tail_negatives(
-                    ranked.items[:, :hi], target, num_items, self.tail_negatives, generator
+                    ranked.items[:, :hi], target, num_items, self.tail_negatives, context.generator
                 )
                 window_weights = torch.ones(members.shape[0], 1 + members.shape[1])
                 tail_weights = torch.full(tail.shape, self.tail_weight * weight)
