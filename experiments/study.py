@@ -64,6 +64,18 @@ VARIANTS: dict[str, dict | None] = {
         "class_path": TAWIN,
         "init_args": {"target_k": 10, "window_width": 10, "gate": "beam"},
     },
+    # gated TAWin plus tail negatives below the window (docs/design.md section 11: the
+    # window then has no lower edge)
+    "tawin_gated_tail": {
+        "class_path": TAWIN,
+        "init_args": {
+            "target_k": 10,
+            "window_width": 10,
+            "gate": "beam",
+            "tail_negatives": 16,
+            "tail_weight": 1.0,
+        },
+    },
     # the first study gave no gate here and inherited gate: beam from
     # configs/objective/tawin.yaml: it ran gated, as it is written now
     "tawin_logistic": {
