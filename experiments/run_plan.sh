@@ -5,7 +5,9 @@
 #   nohup experiments/run_plan.sh > experiments/results/study/plan.log 2>&1 &
 # The code runs from a snapshot of HEAD (the working tree is shared with work in progress);
 # results land in this repository's experiments/results/study and are committed here.
+# The body is one block, read whole before it runs: editing this file while it runs is safe.
 set -euo pipefail
+{
 cd "$(dirname "$0")/.."
 REPO=$PWD
 CODE=${STUDY_CODE:-/tmp/wpauc_study_code}
@@ -38,3 +40,5 @@ study --dataset synthetic --plan main --only sft_matched --lrs 1e-4
 study --dataset office --plan main --only sft_matched --lrs 1e-4 "${REAL[@]}"
 study --dataset industrial --plan main --only sft_matched tawin_gated --lrs 3e-4 --beta 0.04 "${REAL[@]}"
 study --dataset industrial --plan main --only sft_matched --lrs 1e-4 "${REAL[@]}"
+exit
+}
