@@ -42,6 +42,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-kv-heads", type=int, default=2, help="key/value heads")
     parser.add_argument("--intermediate-size", type=int, default=512, help="MLP width")
     parser.add_argument(
+        "--head-dim", type=int, default=None, help="head size (default: width / heads)"
+    )
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="vocabulary (default: the SID tokens + 32; e.g. 151936, Qwen2.5's)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3, help="timed runs of our methods (median reported)"
     )
     parser.add_argument(
@@ -53,10 +62,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def bench_model(args: argparse.Namespace) -> Qwen2ForCausalLM:
-    """A random Qwen2 over the SID vocabulary (sdpa attention, float32), in eval mode."""
+    """A random Qwen2 over the SID vocabulary, or ``--vocab-size`` tokens of which the SID
+    tokens are the first (sdpa attention, float32), in eval mode."""
     torch.manual_seed(args.seed)
     config = Qwen2Config(
-        vocab_size=CODE_LEVELS * CODE_VALUES + NUM_SPECIALS,
+        vocab_size=args.vocab_size or CODE_LEVELS * CODE_VALUES + NUM_SPECIALS,
+        head_dim=args.head_dim,
         hidden_size=args.hidden_size,
         num_hidden_layers=args.num_layers,
         num_attention_heads=args.num_heads,
@@ -80,6 +91,8 @@ def model_description(model: Qwen2ForCausalLM) -> dict:
         "num_layers": config.num_hidden_layers,
         "num_heads": config.num_attention_heads,
         "num_kv_heads": config.num_key_value_heads,
+        "head_dim": getattr(config, "head_dim", None)
+        or config.hidden_size // config.num_attention_heads,
         "intermediate_size": config.intermediate_size,
         "parameters": sum(parameter.numel() for parameter in model.parameters()),
     }

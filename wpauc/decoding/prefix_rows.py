@@ -93,14 +93,16 @@ def forward_prefixes(
     tokens: Tensor,
     ancestors: Tensor,
     depth: int,
-) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
     """One forward of ``P`` prefixes of one depth laid out in ``R`` rows (tree attention).
 
     Row r holds the prompt of ``row_context[r]``, then the union of its prefixes' ancestors
     (entries of ``cache``), then one query per prefix: pair p's last token ``tokens[p]`` at
     ``(row[p], slot[p])``, seeing the prompt, its own ``depth - 1`` ancestors (``ancestors[p]``)
-    and itself, at its own position; empty slots see only themselves. Returns the pairs' logits
-    ``[P, V]`` and their tokens' per-layer keys/values ``[P, kv_heads, head_dim]``.
+    and itself, at its own position; empty slots see only themselves. Returns the logits of
+    every slot ``[R * width, V]`` (not copied: at a large vocabulary a copy of the pairs' rows
+    costs as much as the forward's own logits), the row of each pair in them ``[P]``, and the
+    pairs' tokens' per-layer keys/values ``[P, kv_heads, head_dim]``.
     """
     num_rows, device = row_context.numel(), row_context.device
     width = int(slot.max()) + 1
@@ -125,7 +127,8 @@ def forward_prefixes(
     run_cache = cache_from(model, keys, values)
     logits = tree_forward(model, run_cache, grid, positions, visible)
     return (
-        logits[row, slot],
+        logits.flatten(0, 1),
+        row * width + slot,
         [layer.keys[row, :, cached + slot] for layer in run_cache.layers],
         [layer.values[row, :, cached + slot] for layer in run_cache.layers],
     )

@@ -141,7 +141,7 @@ class PrefixTable:
         for first_row in range(0, layout.num_rows, rows_per_forward):
             last_row = min(first_row + rows_per_forward, layout.num_rows)
             pairs = slice(int(layout.row_start[first_row]), int(layout.row_start[last_row]))
-            logits, keys, values = forward_prefixes(
+            logits, logit_rows, keys, values = forward_prefixes(
                 self.model,
                 prompts,
                 self.cache,
@@ -154,7 +154,7 @@ class PrefixTable:
             )
             self.forwards += 1
             self._store(context[pairs], node[pairs], keys, values)
-            self._score_children(context[pairs], node[pairs], logits)
+            self._score_children(context[pairs], node[pairs], logits, logit_rows)
 
     def _store(
         self, context: Tensor, node: Tensor, keys: list[Tensor], values: list[Tensor]
@@ -169,13 +169,16 @@ class PrefixTable:
             [layer[needed] for layer in keys], [layer[needed] for layer in values]
         )
 
-    def _score_children(self, context: Tensor, node: Tensor, logits: Tensor) -> None:
-        """Scores every child of each ``(context, node)`` pair from the logits ``[P, V]`` after
-        the node's prefix."""
+    def _score_children(
+        self, context: Tensor, node: Tensor, logits: Tensor, logit_rows: Tensor | None = None
+    ) -> None:
+        """Scores every child of each ``(context, node)`` pair from the logits after the node's
+        prefix: row ``logit_rows[p]`` of ``logits`` (default: row p)."""
         parent, child = self.trie.children(node)
         owner = context[parent]
+        rows = parent if logit_rows is None else logit_rows[parent]
         self.score[owner, child] = self.score[owner, node[parent]] + edge_log_probs(
-            logits, parent, self.trie.node_token[child], self.renormalize
+            logits, rows, self.trie.node_token[child], self.renormalize
         )
 
 
