@@ -160,17 +160,87 @@ def shipped_picks(dataset: str, runs: list[Run], cohort: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- headline
+def headline_arms(dataset: str, runs: list[Run], starts: dict):
+    """`(starts, control runs, RL runs, RL key)` of a data set's headline; the starts those
+    runs continue (all when none has finished)."""
+    rl_key = HEADLINE[dataset]
+    groups = group_by_config(runs)
+    rl, control = groups.get(rl_key, []), groups.get((CONTROL, rl_key[1], 0.0), [])
+    used = {run.start.sft_seed for run in rl + control}
+    starts = {seed: start for seed, start in starts.items() if seed in used or not used}
+    return starts, control, rl, rl_key
+
+
+def summary_table(out: Path) -> list[str]:
+    """One table of every data set's headline: the rows' means and the paired differences
+    of the RL row (README.md's Results show it)."""
+    all_starts = load_starts(out)
+    lines = [
+        "| data | row | runs | " + " | ".join(m.upper() for m in HEADLINE_METRICS) + " |",
+        "|---|---|---" + "|---" * len(HEADLINE_METRICS) + "|",
+    ]
+    for dataset, runs in load_runs(out).items():
+        seeded = split_cohorts(runs)[1]
+        if dataset not in HEADLINE or dataset not in all_starts or not seeded:
+            continue
+        starts, control, rl, rl_key = headline_arms(dataset, seeded, all_starts[dataset])
+        name = f"{rl_key[0]}, lr {rl_key[1]:g}, β {rl_key[2]:g}"
+        rows = [
+            (
+                "SFT start",
+                len(starts),
+                [
+                    f"{mean_std([start_metric(s, m) for s in starts.values()])[0]:.4f}"
+                    for m in HEADLINE_METRICS
+                ],
+            ),
+            (
+                f"{CONTROL}, lr {rl_key[1]:g}",
+                len(control),
+                [
+                    f"{mean_std([run_metric(r, m) for r in control])[0]:.4f}"
+                    if control
+                    else "pending"
+                    for m in HEADLINE_METRICS
+                ],
+            ),
+            (
+                name,
+                len(rl),
+                [
+                    f"{mean_std([run_metric(r, m) for r in rl])[0]:.4f}" if rl else "pending"
+                    for m in HEADLINE_METRICS
+                ],
+            ),
+            (
+                "Δ RL − start",
+                len(rl),
+                [
+                    interval(paired_difference(rl, None, m)) if rl else "pending"
+                    for m in HEADLINE_METRICS
+                ],
+            ),
+            (
+                "Δ RL − control",
+                len(rl),
+                [
+                    interval(paired_difference(rl, control, m)) if rl and control else "pending"
+                    for m in HEADLINE_METRICS
+                ],
+            ),
+        ]
+        for row, count, values in rows:
+            lines.append(f"| {dataset} | {row} | {count} | " + " | ".join(values) + " |")
+    return [*lines, ""]
+
+
 def headline(dataset: str, runs: list[Run], starts: dict) -> list[str]:
     """The start, the matched control and the headline RL variant: test metrics and the
     paired differences with their intervals."""
-    groups = group_by_config(runs)
-    rl_key = HEADLINE.get(dataset)
-    if rl_key is None:
+    if dataset not in HEADLINE:
         return []
+    starts, control, rl, rl_key = headline_arms(dataset, runs, starts)
     control_key = (CONTROL, rl_key[1], 0.0)
-    rl, control = groups.get(rl_key, []), groups.get(control_key, [])
-    used = {run.start.sft_seed for run in rl + control}
-    starts = {seed: start for seed, start in starts.items() if seed in used or not used}
     metrics = list(HEADLINE_METRICS)
     has_oracle = any("expected_hr" in load_counts(s.counts_path) for s in starts.values())
     if has_oracle:
@@ -392,7 +462,14 @@ README_END = "<!-- end of study tables -->"
 def report_lines(out: Path) -> list[str]:
     """Every generated section, data set by data set."""
     all_starts = load_starts(out)
-    lines = []
+    lines = [
+        "### Summary: the headline rows",
+        "",
+        "Test split; means over runs; Δ = paired difference over test users with its 95 %"
+        " bootstrap interval (n.d.: no detectable difference).",
+        "",
+        *summary_table(out),
+    ]
     for dataset, runs in load_runs(out).items():
         first, seeded = split_cohorts(runs)
         starts = all_starts.get(dataset, {})

@@ -151,6 +151,7 @@ def test_the_report_writes_the_headline_with_paired_intervals(tmp_path):
     assert "| HR@1 (aimed at 1) | - | -0.2500 [-0.7500, +0.0000] n.d. |" in text
     assert "| HR@10 (aimed at 10) | +0.2500 [+0.0000, +0.7500] n.d. | - |" in text
     assert "| tawin_gated 0.0003 0.04 | 4 |" in text  # the window matrix
+    assert "| synthetic | Δ RL − start | 4 | +1.0000 [+1.0000, +1.0000] |" in text  # summary
     assert (out / "synthetic_starts_curves.png").exists()
 
 
