@@ -29,6 +29,13 @@ from wpauc.window import Window
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECTIVES = ("grpo_auc", "beam_pauc", "tawin")
+STUDY_SETTINGS = {
+    ("synthetic", "grpo_auc"): ["--model.loss.beta=0.0", "--model.optimizer.init_args.lr=1e-4"],
+    ("synthetic", "beam_pauc"): ["--model.loss.beta=0.0"],
+    ("office", "grpo_auc"): ["--model.loss.beta=0.0", "--model.optimizer.init_args.lr=1e-4"],
+}
+"""Where an objective's settings on a data set differ from its `configs/<dataset>/rl.yaml`
+(configs/README.md)."""
 TABLE_METRICS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "auc")
 
 
@@ -45,6 +52,15 @@ def _cli_args(config: Path, run_dir: Path, seed: int, extra: list[str]) -> list[
         "--trainer.enable_progress_bar=false",
         *extra,
     ]
+
+
+def objective_args(dataset: str, name: str) -> list[str]:
+    """The objective piece `name` after `configs/<dataset>/rl.yaml`, with the data set's
+    settings for it; TAWin is the entry point's own objective."""
+    if name == "tawin":
+        return []
+    piece = REPO / "configs" / "objective" / f"{name}.yaml"
+    return [f"--model.objective={piece}", *STUDY_SETTINGS.get((dataset, name), [])]
 
 
 def train_and_test(
@@ -187,8 +203,9 @@ def main() -> None:
             init = [eval_windows, f"--model.init_from={sft_dir}/checkpoints/best.ckpt"]
             for name in OBJECTIVES:
                 run_dir = root / f"seed{seed}" / name
+                objective = [*init, *objective_args(dataset, name)]
                 runs[name].append(
-                    train_and_test(configs / f"{name}.yaml", run_dir, seed, init, rl_extra)
+                    train_and_test(configs / "rl.yaml", run_dir, seed, objective, rl_extra)
                 )
                 print(f"[{dataset} seed {seed}] {name}: {runs[name][-1]}", flush=True)
 
@@ -208,7 +225,7 @@ def main() -> None:
                         f"--model.objective.init_args.window_width={aim}",
                     ]
                     results.append(
-                        train_and_test(configs / "tawin.yaml", run_dir, seed, extra, rl_extra)
+                        train_and_test(configs / "rl.yaml", run_dir, seed, extra, rl_extra)
                     )
                 sweep[label] = {"target_rank": aim, "runs": results}
 

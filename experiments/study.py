@@ -147,8 +147,8 @@ def cli_args(
     args,
 ) -> list[str]:
     """`wpauc fit` arguments of one run from the SFT start `init`: RL from
-    `configs/<dataset>/tawin.yaml` with `objective`, or the control (SFT recipe)."""
-    config = "sft.yaml" if name == CONTROL else "tawin.yaml"
+    `configs/<dataset>/rl.yaml` with `objective`, or the control (SFT recipe)."""
+    config = "sft.yaml" if name == CONTROL else "rl.yaml"
     objective_args = [] if name == CONTROL else [f"--model.objective={json.dumps(objective)}"]
     return [
         f"--config={REPO / 'configs' / dataset / config}",

@@ -38,7 +38,13 @@ PROTOCOLS = {
     "exact_capped": ["--model.eval_rank_cap=20"],
     "beam": ["--model.eval_protocol=beam", "--model.eval_num_beams=20"],
 }
-RL_CONFIGS = ("grpo_auc", "beam_pauc", "tawin")
+RL_OBJECTIVES = {
+    # configs/objective/<name>.yaml after configs/synthetic/rl.yaml, with what the synthetic
+    # world's settings for that objective differ in (configs/README.md)
+    "grpo_auc": ["--model.loss.beta=0.0", "--model.optimizer.init_args.lr=1e-4"],
+    "beam_pauc": ["--model.loss.beta=0.0"],
+    "tawin": [],
+}
 
 
 def weight_sums(model: torch.nn.Module) -> list[float]:
@@ -65,11 +71,13 @@ def behaviour(tmp_path_factory) -> dict:
     sft = run("fit", "synthetic/sft.yaml", root / "sft", "--trainer.limit_train_batches=8")
     observed["sft"] = {"metrics": metrics(sft), "weights": weight_sums(sft.model.policy)}
     start = root / "sft" / "checkpoints" / "last.ckpt"
-    for name in RL_CONFIGS:
+    for name, settings in RL_OBJECTIVES.items():
         rl = run(
             "fit",
-            f"synthetic/{name}.yaml",
+            "synthetic/rl.yaml",
             root / name,
+            f"--model.objective={REPO / 'configs' / 'objective' / f'{name}.yaml'}",
+            *settings,
             f"--model.init_from={start}",
             "--trainer.max_steps=3",
             "--trainer.val_check_interval=3",
@@ -78,10 +86,10 @@ def behaviour(tmp_path_factory) -> dict:
     trained = root / "tawin" / "checkpoints" / "last.ckpt"
     for protocol, settings in PROTOCOLS.items():
         tested = run(
-            "test", "synthetic/tawin.yaml", root / protocol, f"--ckpt_path={trained}", *settings
+            "test", "synthetic/rl.yaml", root / protocol, f"--ckpt_path={trained}", *settings
         )
         observed[f"test_{protocol}"] = metrics(tested)
-    run("predict", "synthetic/tawin.yaml", root / "predict", f"--ckpt_path={trained}")
+    run("predict", "synthetic/rl.yaml", root / "predict", f"--ckpt_path={trained}")
     lines = (root / "predict" / "predictions.jsonl").read_text().splitlines()
     observed["predictions"] = [json.loads(line) for line in lines[:8]]
     return observed

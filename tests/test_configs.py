@@ -1,7 +1,9 @@
 """The shipped configs: every entry point parses and instantiates (trainer, model, data
-module), every piece composes with ``configs/base.yaml`` and every strategy piece after an
-entry point, every ``wpauc ... -c`` command that README.md, configs/README.md and
-docs/scaling.md show parses, and a config composed from pieces trains.
+module), every piece composes with ``configs/base.yaml``, every objective piece (found, not
+listed) with every data set's RL entry point and every strategy piece after an entry point,
+every ``wpauc ... -c`` command that README.md, configs/README.md and docs/scaling.md show
+parses, a config composed from pieces trains, and so does an objective class and piece that
+no file names.
 
 Hardware and files a CI machine lacks are swapped for stand-ins: the GPU trainer runs on the
 CPU and the pretrained model path points at a tiny random checkpoint written offline.
@@ -29,6 +31,8 @@ BASE = CONFIGS / "base.yaml"
 BASES = {BASE, CONFIGS / "base_rl.yaml"}
 #: piece folder -> the option that takes one of its files
 PIECES = {"data": "--data", "policy": "--model.policy", "objective": "--model.objective"}
+#: one RL entry point per data set; the objective is a piece given after it
+RL_ENTRY_POINTS = sorted(CONFIGS.glob("*/rl.yaml"))
 #: whole-config overrides added after an entry point: `-c <entry point> -c strategy/<name>`
 STRATEGIES = sorted((CONFIGS / "strategy").glob("*.yaml"))
 ENTRY_POINTS = sorted(
@@ -39,15 +43,25 @@ ENTRY_POINTS = sorted(
 #: the entry points that scripts, experiments and the docs call by name
 NAMED_ENTRY_POINTS = [
     "quickstart.yaml",
-    *(f"synthetic/{name}.yaml" for name in ("sft", "grpo_auc", "beam_pauc", "tawin")),
-    *(f"office/{name}.yaml" for name in ("sft", "grpo_auc", "beam_pauc", "tawin")),
-    "industrial/sft.yaml",
-    "industrial/tawin.yaml",
+    *(
+        f"{data}/{stage}.yaml"
+        for data in ("synthetic", "office", "industrial")
+        for stage in ("sft", "rl")
+    ),
     "d3/sft_title.yaml",
     "pretrained/qwen2.5_lora_office.yaml",
 ]
 DOCUMENTS = [REPO / "README.md", CONFIGS / "README.md", REPO / "docs" / "scaling.md"]
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def objective_pieces(configs: Path) -> list[Path]:
+    """Every `model.objective` piece under `configs`: the shared ones (`objective/`) and
+    those a data set keeps for the settings it chose (`<dataset>/objective/`)."""
+    return sorted([*configs.glob("objective/*.yaml"), *configs.glob("*/objective/*.yaml")])
+
+
+OBJECTIVE_PIECES = objective_pieces(CONFIGS)
 
 
 def relative(path: Path) -> str:
@@ -147,7 +161,14 @@ def test_config_instantiates(config: Path, tmp_path):
 
 @pytest.mark.parametrize(
     "piece",
-    sorted(path for folder in PIECES for path in (CONFIGS / folder).glob("*.yaml")),
+    [
+        *(
+            path
+            for folder in ("data", "policy")
+            for path in sorted((CONFIGS / folder).glob("*.yaml"))
+        ),
+        *OBJECTIVE_PIECES,
+    ],
     ids=relative,
 )
 def test_piece_composes_with_base(piece: Path, monkeypatch):
@@ -160,6 +181,18 @@ def test_piece_composes_with_base(piece: Path, monkeypatch):
     if folder == "data":
         written, parsed = written["source"], parsed.source
     assert parsed.class_path == written["class_path"]
+
+
+@pytest.mark.parametrize("piece", OBJECTIVE_PIECES, ids=relative)
+@pytest.mark.parametrize("entry_point", RL_ENTRY_POINTS, ids=relative)
+def test_objective_piece_composes_with_every_rl_entry_point(entry_point, piece, monkeypatch):
+    args = ["fit", "-c", str(entry_point), f"--model.objective={piece}"]
+    objective = parse(args, monkeypatch).fit.model.objective
+    written = yaml.safe_load(piece.read_text())
+    assert objective.class_path == written["class_path"]
+    # jsonargparse merges the init_args of the same class: the piece's own ones must win
+    for key, value in written.get("init_args", {}).items():
+        assert objective.init_args[key] == value, key
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=relative)
@@ -182,8 +215,8 @@ def test_documented_command_parses(document: str, args: list[str], monkeypatch):
 
 
 def test_interpolated_run_folders_follow_a_command_line_override(monkeypatch):
-    office_tawin = str(CONFIGS / "office" / "tawin.yaml")
-    args = ["fit", "-c", office_tawin, "--trainer.default_root_dir=elsewhere"]
+    office_rl = str(CONFIGS / "office" / "rl.yaml")
+    args = ["fit", "-c", office_rl, "--trainer.default_root_dir=elsewhere"]
     config = parse(args, monkeypatch).fit
     assert config.trainer.logger.init_args.save_dir == "elsewhere"
     checkpoints = [c for c in config.trainer.callbacks if c.class_path.endswith("ModelCheckpoint")]
@@ -193,7 +226,7 @@ def test_interpolated_run_folders_follow_a_command_line_override(monkeypatch):
 
 def test_data_folder_is_one_environment_variable(monkeypatch):
     monkeypatch.setenv("WPAUC_DATA", "/my/data")
-    for name in ("office/sft.yaml", "industrial/tawin.yaml", "pretrained/qwen2.5_lora_office.yaml"):
+    for name in ("office/sft.yaml", "industrial/rl.yaml", "pretrained/qwen2.5_lora_office.yaml"):
         config = parse(["fit", "-c", str(CONFIGS / name)], monkeypatch).fit
         assert config.data.source.init_args.data_dir == "/my/data/amazon18-minionerec", name
     config = parse(["fit", "-c", str(CONFIGS / "d3" / "sft_title.yaml")], monkeypatch).fit
@@ -220,3 +253,52 @@ def test_a_config_composed_from_pieces_trains(tmp_path):
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+NEW_OBJECTIVE = '''
+"""An objective the repository does not ship: the items the policy ranks highest."""
+
+from wpauc.objectives import Objective, RolloutContext
+from wpauc.objectives.base import Group, positive_first_group
+
+
+class TopNegatives(Objective):
+    """The positive against the `num_negatives` other items the policy ranks highest."""
+
+    def __init__(self, num_negatives: int = 2) -> None:
+        self.num_negatives = num_negatives
+
+    def _build_group(self, context: RolloutContext) -> Group:
+        ranked = self._ranked_negatives(context, self.num_negatives + 1)
+        return positive_first_group(context.target, ranked.items, ranked.stats)
+'''
+
+
+def test_a_new_objective_is_its_class_and_its_piece(tmp_path, monkeypatch):
+    """A class and its config piece in folders that no file names: the discovery finds the
+    piece, which composes with an RL entry point and trains a step."""
+    (tmp_path / "my_objectives.py").write_text(NEW_OBJECTIVE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    configs = tmp_path / "configs"
+    (configs / "objective").mkdir(parents=True)
+    piece = configs / "objective" / "top_negatives.yaml"
+    piece.write_text("class_path: my_objectives.TopNegatives\ninit_args: {num_negatives: 3}\n")
+    assert objective_pieces(configs) == [piece]
+    cli = run_cli(
+        [
+            "fit",
+            f"--config={CONFIGS / 'synthetic' / 'rl.yaml'}",
+            f"--model.objective={piece}",
+            *TINY_WORLD,
+            "--model.init_from=null",
+            "--trainer.max_steps=1",
+            "--trainer.val_check_interval=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path / 'run'}",
+            "--test_after_fit=false",
+        ]
+    )
+    assert type(cli.model.objective).__name__ == "TopNegatives"
+    assert cli.trainer.global_step == 1
+    assert cli.model.last_group.items.shape[-1] == 1 + 3

@@ -59,7 +59,7 @@ def test_the_control_runs_the_sft_recipe_at_the_rl_rate():
     rl = cli_args(
         "office", Path("/r"), "tawin_gated", VARIANTS["tawin_gated"], 3e-4, 1, Path("/s.pt"), args
     )
-    assert rl[0].endswith("configs/office/tawin.yaml") and "--model.loss.beta=0.04" in rl
+    assert rl[0].endswith("configs/office/rl.yaml") and "--model.loss.beta=0.04" in rl
 
 
 def test_commit_commits_only_the_run_folder(tmp_path):
