@@ -7,7 +7,9 @@ takes the same config (and overrides) as ``wpauc test`` on that checkpoint and w
   causal LM, a LoRA adapter merged into its base weights (a 4/8-bit policy's adapter is
   merged into the full-precision base model of ``model.policy.init_args.path``, as QLoRA
   adapters usually are, so its outputs differ from the quantized model's by the
-  quantization error);
+  quantization error; the policy is then built in full precision, without bitsandbytes or
+  a GPU, and the checkpoint's quantized copy of the frozen base is not read: see
+  :mod:`wpauc.models.provenance`);
 - the tokenizer files, with the code tokens;
 - ``wpauc_recommender.json``: every item's data-set id, title, SID and code (tokens and token
   ids, in catalog order: the item trie is ``ItemTrie.from_codes`` of the token ids), the
@@ -50,7 +52,7 @@ from wpauc.data import (
     Sample,
 )
 from wpauc.decoding import ItemTrie, constrained_beam_search
-from wpauc.models.provenance import catalog_record, check_catalog
+from wpauc.models.provenance import catalog_record, check_catalog, frozen_base_from_policy
 
 #: The file of an export that wpauc reads besides the Hugging Face files.
 RECOMMENDER_FILE = "wpauc_recommender.json"
@@ -97,29 +99,33 @@ def _instantiate(spec: dict[str, Any], base: type, where: str) -> Any:
     return cls(**spec["init_args"])
 
 
+def _full_precision(builder):
+    """`builder` without its 4/8-bit quantization: the export merges into the full-precision
+    base model of the same ``path``."""
+    if getattr(builder, "quantization", None) is None:
+        return builder
+    return dataclasses.replace(builder, quantization=None)
+
+
 def _plain_model(module, datamodule: RecDataModule) -> nn.Module:
     """The module's policy as a plain Hugging Face causal LM, any LoRA adapter merged (into
     the full-precision base model when the base weights are 4/8-bit).
 
     Args:
         module: the built `RecommenderModule` holding the checkpoint's weights.
-        datamodule: its data module (tokenizer and item codes, to rebuild a quantized policy
-            in full precision).
+        datamodule: its data module (tokenizer and item codes, to rebuild a policy that was
+            built quantized in full precision).
     """
     policy = module.policy
     if not isinstance(policy, PeftModel):
         return policy
-    if getattr(module.policy_builder, "quantization", None) is not None:
-        full_precision = dataclasses.replace(module.policy_builder, quantization=None).build(
-            datamodule.tokenizer, datamodule.item_codes
-        )
+    builder = _full_precision(module.policy_builder)
+    if builder is not module.policy_builder:  # built quantized before export_recommender
+        full_precision = builder.build(datamodule.tokenizer, datamodule.item_codes)
         target = full_precision.state_dict()
-        trained = {
-            name: value
-            for name, value in policy.state_dict().items()
-            if name in target and value.is_floating_point() and value.shape == target[name].shape
-        }
-        full_precision.load_state_dict(trained, strict=False)
+        full_precision.load_state_dict(
+            frozen_base_from_policy(policy.state_dict(), target, "the quantized policy")
+        )
         policy = full_precision
     return policy.merge_and_unload()
 
@@ -140,6 +146,10 @@ def export_recommender(
     output = Path(output_dir)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise FileExistsError(f"output_dir: {output} exists and is not an empty folder")
+    # a 4/8-bit run's trained weights (adapter, code-token rows) are full precision: build
+    # the full-precision base of its path (no bitsandbytes, no GPU) to merge them into
+    if module.policy is None:
+        module.policy_builder = _full_precision(module.policy_builder)
     module.build(datamodule)
     module.load_policy_weights(str(ckpt_path), key="ckpt_path")
     model = _plain_model(module, datamodule)
@@ -309,8 +319,8 @@ def export_command(argv: Sequence[str], prog: str = "wpauc export") -> Path:
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
     parser.add_argument("--output_dir", required=True, help="a new or empty folder")
     args, config_args = parser.parse_known_args(argv)
-    # the export builds the policy on this machine's CPU (a 4/8-bit policy on its GPU);
-    # init_from and the reference would only load weights the checkpoint replaces
+    # the export builds the policy on this machine's CPU (a 4/8-bit policy in full
+    # precision); init_from and the reference would only load weights the checkpoint replaces
     cli = run_cli(
         [
             *config_args,

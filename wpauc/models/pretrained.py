@@ -1,6 +1,7 @@
 """A pretrained causal LM from a local checkpoint as the policy: embeddings resized to the
 tokenizer (which carries the added code tokens), optional LoRA (peft) and 4/8-bit loading
-(bitsandbytes)."""
+(bitsandbytes). The policy loads checkpoints of 4/8-bit runs, also through Lightning
+(`wpauc.models.provenance.accept_quantized_checkpoints`)."""
 
 import importlib.util
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from wpauc.models.provenance import accept_quantized_checkpoints
 from wpauc.models.vocabulary import check_vocabulary, embedding_rows, set_special_token_ids
 
 # Non-reentrant checkpointing back-propagates into LoRA weights even when the (frozen)
@@ -127,7 +129,9 @@ class PretrainedPolicy:
     ) -> nn.Module:
         """Load the checkpoint, grow its embeddings to the tokenizer, and wrap it with LoRA when
         configured. `item_codes` (token ids per item) are checked against the vocabulary and,
-        with `lora.train_embeddings`, name the embedding rows to train."""
+        with `lora.train_embeddings`, name the embedding rows to train. The model's
+        ``load_state_dict`` accepts a 4/8-bit run's checkpoint, keeping its own frozen base
+        weights where the checkpoint's are quantised (`wpauc.models.provenance`)."""
         checkpoint = Path(self.path).expanduser()
         if not (checkpoint / "config.json").is_file():
             raise ValueError(
@@ -170,10 +174,11 @@ class PretrainedPolicy:
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs=GRADIENT_CHECKPOINTING_KWARGS
             )
-        if self.lora is None:
-            return model
-        code_token_ids = [token for code in item_codes or () for token in code]
-        return get_peft_model(model, self.lora.peft_config(model, code_token_ids))
+        if self.lora is not None:
+            code_token_ids = [token for code in item_codes or () for token in code]
+            model = get_peft_model(model, self.lora.peft_config(model, code_token_ids))
+        accept_quantized_checkpoints(model)
+        return model
 
     def _bitsandbytes_config(self) -> BitsAndBytesConfig:
         """The bitsandbytes loading config, or a clear error where it cannot run here."""
