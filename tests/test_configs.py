@@ -162,11 +162,8 @@ def test_config_instantiates(config: Path, tmp_path):
 @pytest.mark.parametrize(
     "piece",
     [
-        *(
-            path
-            for folder in ("data", "policy")
-            for path in sorted((CONFIGS / folder).glob("*.yaml"))
-        ),
+        *sorted(CONFIGS.glob("data/*.yaml")),
+        *sorted(CONFIGS.glob("policy/*.yaml")),
         *OBJECTIVE_PIECES,
     ],
     ids=relative,
