@@ -6,8 +6,9 @@ size 128, 151,936 tokens) at a small width and random weights: near-flat item sc
 almost every prefix out-scores the positive, the pruned walk's worst case. The catalog is
 Office_Products' 3444 distinct SIDs (or random ones without the data), the positives random
 items. For each method it counts the model's forwards and the tokens they run (prompts
-included, hooks on the model) and times it; the counts of the three must agree (full counts
-equal, capped ones below the cap).
+included, hooks on the model) and times it, and compares the counts (full counts with
+``score_items``', capped ones below the cap; near-flat scores put other items within float
+noise of the positive, where two forwards of one item may count differently).
 
     python benchmarks/bench_exact_ranks_at_scale.py --threads 2
     python benchmarks/bench_exact_ranks_at_scale.py --threads 2 --bf16   # bf16 autocast
@@ -101,9 +102,12 @@ def main() -> None:
     full = counts["exact_positive_ranks"]
     capped = counts[f"exact_positive_ranks(rank_cap={args.rank_cap})"]
     below = ~capped.beyond_cap
+    scores_differ = (full.gt != reference.gt) | (full.ge != reference.ge)
     agreement = {
-        "full_equal": bool(
-            torch.equal(full.gt, reference.gt) and torch.equal(full.ge, reference.ge)
+        # two forwards of one item differ by float noise: near-ties may count differently
+        "full_contexts_equal": int((~scores_differ).sum()),
+        "full_max_count_difference": int(
+            torch.maximum((full.gt - reference.gt).abs(), (full.ge - reference.ge).abs()).max()
         ),
         "capped_equal_below_cap": bool(torch.equal(capped.gt[below], reference.gt[below])),
         "beyond_cap": int(capped.beyond_cap.sum()),

@@ -77,7 +77,9 @@ def exact_positive_ranks(
     """Exact ``gt`` / ``ge`` counts of each context's positive against the whole catalog.
 
     The same counts as :func:`wpauc.metrics.positive_ranks` of
-    :func:`~wpauc.decoding.score_items`' scores, without scoring most items:
+    :func:`~wpauc.decoding.score_items`' scores (up to float noise: an item whose score lies
+    within the noise between two forwards of the positive's may count on the other side),
+    without scoring most items:
 
     1. the positive's code is teacher-forced on the prompt cache (one forward), which runs the
        positive's prefixes and gives its score ``s+``;
