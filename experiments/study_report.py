@@ -111,7 +111,8 @@ def selection_table(
     lines = [
         f"#### {dataset}, {cohort}: every configuration, by the rule's score",
         "",
-        "Score = mean over runs of the selected val/NDCG@10; steps = the selected steps."
+        "Score = mean over runs of the selected val/NDCG@10; steps = the selected steps (0:"
+        " the start; 99 is the validation after 100 updates)."
         " Test = the selected step, mean ± std (runs).",
         "",
         "| variant | lr | β | score | steps | "
