@@ -12,7 +12,7 @@ then times, on the first test contexts in batches of ``--batch-size``:
 - ``score_items`` + ``positive_ranks`` on the first ``--score-items-contexts`` of them, whose
   counts must equal the pruned ones exactly;
 - ``constrained_beam_search`` of ``--beams`` beams on the first ``--beam-contexts``;
-- ``exact_positive_ranks(rank_cap=--rank-cap)`` (``model.eval_rank_cap``: exact HR@K and
+- ``exact_positive_ranks(rank_cap=--rank-cap)`` (``model.evaluation.rank_cap``: exact HR@K and
   NDCG@K for K <= the cap, no AUC) on the first ``--capped-contexts`` (default: as many as
   ``--contexts``), whose counts must equal the full ones below the cap and flag exactly the
   contexts whose positive ``rank-cap`` items out-score;

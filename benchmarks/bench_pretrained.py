@@ -408,17 +408,10 @@ def data_root(args: argparse.Namespace) -> Path:
 
 
 def rank_cap_override(rank_cap: int | None) -> str:
-    """The exact protocol with `rank_cap` (None: full counts) as a CLI override: the
-    ``model.evaluation`` protocol object where the module takes one, else the older
-    ``model.eval_rank_cap`` key."""
-    import inspect
-
-    from wpauc.module import RecommenderModule
-
-    if "evaluation" in inspect.signature(RecommenderModule.__init__).parameters:
-        spec = {"class_path": "wpauc.evaluation.Exact", "init_args": {"rank_cap": rank_cap}}
-        return f"--model.evaluation={json.dumps(spec)}"
-    return f"--model.eval_rank_cap={'null' if rank_cap is None else rank_cap}"
+    """The exact protocol with `rank_cap` (None: full counts) as a CLI override of the
+    ``model.evaluation`` protocol object."""
+    spec = {"class_path": "wpauc.evaluation.Exact", "init_args": {"rank_cap": rank_cap}}
+    return f"--model.evaluation={json.dumps(spec)}"
 
 
 def data_overrides(args: argparse.Namespace) -> list[str]:

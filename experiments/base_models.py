@@ -23,9 +23,9 @@ from pathlib import Path
 from experiments.run_experiments import baseline_metrics, load_data, summarise, train_and_test
 from experiments.sft_recipes import RECIPES
 from experiments.study import REPO, STUDY_README, set_up_process
+from wpauc.metrics import metric_columns
 
 OUT = REPO / "experiments" / "results" / "base_models"
-COLUMNS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "auc")
 SFT_ROWS = {
     "sft_v1": ("SFT, v1 recipe (first shipped)", RECIPES["v1"]),
     "sft_shipped": ("SFT, shipped recipe", []),
@@ -92,7 +92,7 @@ def dataset_rows(
                     root / f"{slug}_seed{s}",
                     s,
                     [*overrides, *refit_flag],  # the test counts every rank (AUC)
-                    ["--model.eval_rank_cap=20"],  # validation: exact HR/NDCG at ~beam cost
+                    ["--model.evaluation.rank_cap=20"],  # validation: exact HR/NDCG, ~beam cost
                 ),
                 run,
             )
@@ -113,17 +113,18 @@ def format_cell(mean_std: tuple[float, float] | None, seeds: int) -> str:
 def table(dataset: str, rows: dict[str, list[dict]], refit: bool) -> list[str]:
     """Markdown table: mean ± std over seeds (one value for deterministic rows)."""
     fitted_on = "train + valid" if refit else "train"
+    columns = metric_columns(run for runs in rows.values() for run in runs)  # the keys they hold
     lines = [
         f"#### {dataset}: fitted on {fitted_on}, selected on valid, full test split",
         "",
-        "| model | seeds | " + " | ".join(c.upper() for c in COLUMNS) + " |",
-        "|---|---" + "|---" * len(COLUMNS) + "|",
+        "| model | seeds | " + " | ".join(c.upper() for c in columns) + " |",
+        "|---|---" + "|---" * len(columns) + "|",
     ]
     for name, runs in rows.items():
         # a column some run lacks (a test with the rank cap has no AUC) is left blank
-        shared = [c for c in COLUMNS if all(c in run for run in runs)]
+        shared = [c for c in columns if all(c in run for run in runs)]
         summary = summarise(runs, shared)
-        cells = [format_cell(summary.get(c), len(runs)) for c in COLUMNS]
+        cells = [format_cell(summary.get(c), len(runs)) for c in columns]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return lines + [""]
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from experiments.stats import mean_std
+from wpauc.metrics import metric_columns
 from wpauc.window import wpauc_key
 
-COLUMNS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "auc")
 NAMES = {
     "SFT": "SFT only",
     "grpo_auc": "GRPO/AUC (uniform)",
@@ -28,7 +28,12 @@ def _cell(values: list[float]) -> str:
 
 def dataset_table(name: str, entry: dict) -> str:
     wpauc = wpauc_key(*entry["top10_window"])
-    header = [*COLUMNS, "WPAUC (ranks 9-18)"]
+    results = [
+        *entry["baselines"].values(),
+        *(run for runs in entry["runs"].values() for run in runs),
+    ]
+    columns = [key for key in metric_columns(results) if key != wpauc]  # the keys they hold
+    header = [*columns, "WPAUC (ranks 9-18)"]
     lines = [
         f"### {name} ({entry['num_items']} items; test split; "
         f"mean ± std over seeds {entry['seeds']})",
@@ -40,10 +45,10 @@ def dataset_table(name: str, entry: dict) -> str:
     ]
     for baseline, metrics in entry["baselines"].items():
         lines.append(
-            f"| {baseline} | " + " | ".join(f"{metrics[k]:.4f}" for k in (*COLUMNS, wpauc)) + " |"
+            f"| {baseline} | " + " | ".join(f"{metrics[k]:.4f}" for k in (*columns, wpauc)) + " |"
         )
     for run_name, runs in entry["runs"].items():
-        cells = [_cell([run[k] for run in runs]) for k in (*COLUMNS, wpauc)]
+        cells = [_cell([run[k] for run in runs]) for k in (*columns, wpauc)]
         lines.append(f"| {NAMES.get(run_name, run_name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -36,7 +36,13 @@ STUDY_SETTINGS = {
 }
 """Where an objective's settings on a data set differ from its `configs/<dataset>/rl.yaml`
 (configs/README.md)."""
-TABLE_METRICS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "auc")
+
+
+def metric_keys(windows: list[tuple[float, float]]) -> list[str]:
+    """HR@K and NDCG@K (K = 1, 3, 5, 10, 20), AUC and each window's WPAUC as metric keys, the
+    windows written with every digit (`wpauc.metrics.WPAUCSpec.between`: the same window)."""
+    top_k = [f"{name}@{k}" for name in ("hr", "ndcg") for k in (1, 3, 5, 10, 20)]
+    return [*top_k, "auc", *(f"wpauc@[{alpha!r},{alpha + d!r}]" for alpha, d in windows)]
 
 
 def _cli_args(config: Path, run_dir: Path, seed: int, extra: list[str]) -> list[str]:
@@ -130,7 +136,7 @@ def baseline_metrics(
     target = torch.tensor([s.target for s in test])
     results = {}
     for name, scorer in scorers.items():
-        metrics = RankingMetrics(top_k=[1, 3, 5, 10, 20], windows=windows)
+        metrics = RankingMetrics(metric_keys(windows))
         scores = scorer()
         for chunk in range(0, len(test), 512):
             metrics.update(scores[chunk : chunk + 512].float(), target[chunk : chunk + 512])
@@ -189,7 +195,7 @@ def main() -> None:
         # TAWin's window for target_k=10, width 10: negative-ranks [9, 19)
         top10_window = Window.top_k(10, 10).fractions(len(data.catalog) - 1)
         windows = [(0.0, 0.01), (0.0, 0.05), top10_window]
-        eval_windows = "--model.eval_windows=" + json.dumps([list(w) for w in windows])
+        eval_windows = "--model.metrics=" + json.dumps(metric_keys(windows))
         sft_extra = [f"--trainer.max_epochs={args.sft_epochs}"] if args.sft_epochs else []
         rl_extra = [f"--trainer.max_epochs={args.rl_epochs}"] if args.rl_epochs else []
         if args.rl_batches:

@@ -100,7 +100,7 @@ def run_recipe(dataset: str, name: str, seed: int, args) -> dict:
             f"--data.seed={seed}",
             f"--data.max_eval_samples={args.valid_samples}",
             "--model.diagnostic_samples=0",  # distribution diagnostics do not steer selection
-            "--model.eval_rank_cap=20",  # HR@K, NDCG@K exact at ~beam cost (no AUC needed)
+            "--model.evaluation.rank_cap=20",  # HR@K, NDCG@K exact at ~beam cost (no AUC needed)
             f"--trainer.default_root_dir={run_dir}",
             "--trainer.enable_progress_bar=false",
             "--test_after_fit=false",

@@ -165,7 +165,7 @@ def cli_args(
         "--trainer.check_val_every_n_epoch=null",
         f"--trainer.default_root_dir={run_dir}",  # logs and checkpoints follow it
         "--trainer.enable_progress_bar=false",
-        *([f"--model.eval_rank_cap={args.val_rank_cap}"] if args.val_rank_cap else []),
+        *([f"--model.evaluation.rank_cap={args.val_rank_cap}"] if args.val_rank_cap else []),
         "--test_after_fit=false",
     ]
 
@@ -173,7 +173,7 @@ def cli_args(
 TEST_ARGS = [
     # the test is exact over every rank (AUC too), whatever the validation's cap
     "--data.max_eval_samples=null",
-    "--model.eval_rank_cap=null",
+    "--model.evaluation.rank_cap=null",
     '--trainer.callbacks+={"class_path": "wpauc.callbacks.TestRanksWriter"}',
 ]
 
@@ -401,7 +401,7 @@ def main() -> None:
         "--val-rank-cap",
         type=int,
         default=None,
-        help="validate with model.eval_rank_cap (exact HR/NDCG@K for K <= cap, no AUC curve)",
+        help="validate with model.evaluation.rank_cap (exact HR/NDCG@K for K <= cap, no AUC)",
     )
     parser.add_argument("--beta", type=float, default=0.0, help="KL weight to the SFT start")
     parser.add_argument("--only", nargs="*", default=None, help="run only these run names")

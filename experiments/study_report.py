@@ -31,6 +31,7 @@ from experiments.stats import (
     start_score,
     window_metric,
 )
+from wpauc.metrics import metric_columns
 
 HEADLINE = {
     "synthetic": ("tawin_gated", 3e-4, 0.04),
@@ -42,7 +43,6 @@ curves (experiments/README.md, rule 3); its control is `sft_matched` at the same
 CONTROL = "sft_matched"
 HEADLINE_METRICS = ("hr@1", "hr@10", "hr@20", "ndcg@10")
 ORACLE_METRICS = ("expected_hr@1", "expected_hr@10")
-TEST_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20", "ndcg@10", "auc")
 SWEEP_KS = (1, 3, 10, 20)
 SWEEP_WIDTHS = ("K", "1")
 SHIPPED = {
@@ -108,6 +108,7 @@ def selection_table(
     selected steps, and the test metrics of those steps (mean ± std over runs)."""
     groups = group_by_config(runs)
     ranked = sorted(groups.items(), key=lambda item: -config_score(item[1]))
+    test_columns = metric_columns(run.test for run in runs)  # the keys the runs hold
     lines = [
         f"#### {dataset}, {cohort}: every configuration, by the rule's score",
         "",
@@ -116,18 +117,18 @@ def selection_table(
         " Test = the selected step, mean ± std (runs).",
         "",
         "| variant | lr | β | score | steps | "
-        + " | ".join(c.upper() for c in TEST_COLUMNS)
+        + " | ".join(c.upper() for c in test_columns)
         + " |",
-        "|---|---|---|---|---" + "|---" * len(TEST_COLUMNS) + "|",
+        "|---|---|---|---|---" + "|---" * len(test_columns) + "|",
     ]
     if start_value is not None:
         lines.append(
-            f"| SFT start (step 0) | - | - | {start_value:.4f} | 0 |" + " |" * len(TEST_COLUMNS)
+            f"| SFT start (step 0) | - | - | {start_value:.4f} | 0 |" + " |" * len(test_columns)
         )
     for key, group in ranked:
         steps = ",".join(str(s) for s in sorted(run.selected_step for run in group))
         tests = [
-            cell_or_dash([run.test[c] for run in group if c in run.test]) for c in TEST_COLUMNS
+            cell_or_dash([run.test[c] for run in group if c in run.test]) for c in test_columns
         ]
         lines.append(
             f"| {label(key)} | {config_score(group):.4f} | {steps} | " + " | ".join(tests) + " |"

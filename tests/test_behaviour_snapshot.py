@@ -35,8 +35,8 @@ SMALL_RUN = [
 ]
 PROTOCOLS = {
     "exact": [],
-    "exact_capped": ["--model.eval_rank_cap=20"],
-    "beam": ["--model.eval_protocol=beam", "--model.eval_num_beams=20"],
+    "exact_capped": ["--model.evaluation.rank_cap=20"],
+    "beam": ["--model.evaluation=wpauc.evaluation.Beam", "--model.evaluation.num_beams=20"],
 }
 RL_OBJECTIVES = {
     # configs/objective/<name>.yaml after configs/synthetic/rl.yaml, with what the synthetic

@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from experiments.base_models import COLUMNS, table
+from experiments.base_models import table
 from experiments.run_experiments import train_and_test
 from experiments.sft_recipes import RECIPES, SHIPPED_RECIPE
 from wpauc.cli import run_cli
@@ -27,6 +27,9 @@ def test_every_recipe_parses_on_the_synthetic_config(name):
         assert isinstance(cli.model.scheduler_factory(optimizer), WarmupCosine)
 
 
+COLUMNS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "auc")
+
+
 def test_base_model_table_shows_mean_and_sample_std():
     runs = [{column: value for column in COLUMNS} for value in (0.1, 0.2, 0.4)]
     lines = table("toy", {"SASRec": runs, "popularity": runs[:1]}, refit=False)
@@ -35,8 +38,10 @@ def test_base_model_table_shows_mean_and_sample_std():
     mean, std = statistics.mean([0.1, 0.2, 0.4]), statistics.stdev([0.1, 0.2, 0.4])
     assert f"{mean:.4f} ± {std:.4f}" in sasrec
     assert "| popularity | 1 | 0.1000 |" in "\n".join(lines)
+    # the columns are the keys the runs hold; a row without one of them has a dash there
+    assert lines[2] == "| model | seeds | " + " | ".join(c.upper() for c in COLUMNS) + " |"
     without_auc = [{column: 0.1 for column in COLUMNS if column != "auc"}]
-    row = table("toy", {"SFT": without_auc}, refit=False)[-2]
+    row = table("toy", {"SASRec": runs, "SFT": without_auc}, refit=False)[-2]
     assert row.endswith("| 0.1000 | – |")
 
 

@@ -5,6 +5,7 @@ catalog, a used output folder or a tampered export are refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.test_module import tiny_args
 from tests.test_training_semantics import lora_args, standin  # noqa: F401 - a fixture
 from wpauc.cli import main, run_cli
 from wpauc.decoding import constrained_beam_search
+from wpauc.evaluation import Beam
 from wpauc.export import RECOMMENDER_FILE, load_recommender
 
 SFT_ONE_EPOCH = [
@@ -167,3 +169,21 @@ def test_recommend_names_an_unknown_item_and_a_bad_k(tiny_export):
         recommender.recommend([9999], k=5)
     with pytest.raises(ValueError, match="num_beams=65 must be between 1 and the number of items"):
         recommender.recommend([0], k=65)
+
+
+def test_recommend_gives_the_recommendations_of_its_protocol(tiny_export):
+    """Under the beam protocol the top k are the first k of its beams (20 here), as `predict`
+    under ``model.evaluation: Beam`` writes them; it cannot recommend past its beams."""
+    cli, _, output = tiny_export
+    recommender = dataclasses.replace(load_recommender(output), evaluation=Beam(num_beams=20))
+    datamodule = cli.datamodule
+    sample = datamodule.data.test[0]
+    batch = datamodule.batch_for([sample])
+    beams, _ = constrained_beam_search(
+        cli.model.policy.eval(), batch["input_ids"], batch["attention_mask"], cli.model.trie, 20
+    )
+    item_ids = datamodule.catalog.item_ids
+    history = [item_ids[item] for item in sample.history]
+    assert recommender.recommend(history, k=5) == [item_ids[i] for i in beams[0, :5].tolist()]
+    with pytest.raises(ValueError, match="Beam: num_beams = 20: cannot recommend k=21 items"):
+        recommender.recommend(history, k=21)

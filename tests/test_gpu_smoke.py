@@ -232,8 +232,11 @@ def qwen2_5_0_5b(tmp_path_factory) -> Path:
 
 
 EVALUATIONS = {
-    "full counts, diagnostics": ["--model.eval_rank_cap=null"],
-    "rank cap 20, no diagnostics": ["--model.eval_rank_cap=20", "--model.diagnostic_samples=0"],
+    "full counts, diagnostics": ["--model.evaluation.rank_cap=null"],
+    "rank cap 20, no diagnostics": [
+        "--model.evaluation.rank_cap=20",
+        "--model.diagnostic_samples=0",
+    ],
 }
 
 

@@ -11,13 +11,18 @@ from torchmetrics.functional.retrieval import retrieval_hit_rate, retrieval_norm
 
 from wpauc.metrics import (
     AUC,
+    DEFAULT_METRICS,
     NDCG,
     HitRate,
     PositiveRanks,
     RankingMetrics,
+    TopKSpec,
     WindowedPartialAUC,
+    WPAUCSpec,
     auc,
     hit_rate,
+    metric_columns,
+    metric_spec,
     ndcg,
     positive_ranks,
     windowed_partial_auc,
@@ -208,8 +213,8 @@ def test_metric_classes_are_the_mean_of_the_functional_forms():
 
 
 def test_ranking_metrics_match_the_single_metrics():
-    windows = [(0.0, 0.1), (0.05, 0.1)]
-    collection = RankingMetrics(top_k=(1, 5), windows=windows, prefix="val/")
+    metrics = ["hr@1", "hr@5", "ndcg@1", "ndcg@5", "auc", "wpauc@[0,0.1]", WPAUCSpec(0.05, 0.1)]
+    collection = RankingMetrics(metrics, prefix="val/")
     singles = {
         "val/hr@1": HitRate(1),
         "val/hr@5": HitRate(5),
@@ -244,9 +249,9 @@ def brute_force_counts(scores: torch.Tensor, target: torch.Tensor) -> tuple[list
 def test_update_ranks_gives_the_metrics_of_the_scores_they_count():
     """Counts alone (as exact_positive_ranks gives them) make the same metrics as the score
     table; the AUC is also checked against sklearn on the table."""
-    windows = [(0.0, 0.1), (0.05, 0.1)]
-    from_scores = RankingMetrics(top_k=(1, 5), windows=windows)
-    from_counts = RankingMetrics(top_k=(1, 5), windows=windows)
+    metrics = ["hr@1", "hr@5", "ndcg@1", "ndcg@5", "auc", "wpauc@[0,0.1]", "wpauc@[0.05,0.15]"]
+    from_scores = RankingMetrics(metrics)
+    from_counts = RankingMetrics(metrics)
     sklearn_aucs = []
     for seed in range(3):
         scores, target = make_batch(ties=seed % 2 == 0, seed=seed, num_users=10 + seed)
@@ -273,11 +278,14 @@ def test_update_ranks_gives_the_metrics_of_the_scores_they_count():
 )
 def test_update_ranks_rejects_impossible_counts(gt, ge, message):
     with pytest.raises(ValueError, match=message):
-        RankingMetrics().update_ranks(torch.tensor(gt), torch.tensor(ge), NUM_ITEMS - 1)
+        RankingMetrics(DEFAULT_METRICS).update_ranks(
+            torch.tensor(gt), torch.tensor(ge), NUM_ITEMS - 1
+        )
 
 
 def test_metric_attributes():
-    for metric in [HitRate(1), NDCG(1), AUC(), WindowedPartialAUC(0.0, 0.5), RankingMetrics()]:
+    singles = [HitRate(1), NDCG(1), AUC(), WindowedPartialAUC(0.0, 0.5)]
+    for metric in [*singles, RankingMetrics(DEFAULT_METRICS)]:
         assert (
             metric.higher_is_better
             and not metric.is_differentiable
@@ -299,12 +307,21 @@ BAD_METRIC_ARGUMENTS = [
     (lambda: WindowedPartialAUC(0.1, -0.2), "d must"),
     (lambda: WindowedPartialAUC(0.0, 1.5), "d must"),
     (lambda: WindowedPartialAUC(0.6, 0.5), r"alpha \+ d must be <= 1"),
-    (lambda: RankingMetrics(top_k=[5, 0]), "k must"),
-    (lambda: RankingMetrics(top_k=[5, 5]), "duplicate"),
-    (lambda: RankingMetrics(windows=[(0.1, 0.2), (0.1, 0.2)]), "duplicate"),
-    (lambda: RankingMetrics(windows=[0.1]), r"windows\[0\] must be a pair"),
-    (lambda: RankingMetrics(windows=[(0.1, 0.2), (0.1,)]), r"windows\[1\] must be a pair"),
-    (lambda: RankingMetrics(windows=[(0.9, 0.2)]), r"alpha \+ d"),
+    (lambda: RankingMetrics(["hr@5", "hr@0"]), "metric 'hr@0': k must"),
+    (lambda: RankingMetrics(["ndcg@5", "ndcg@five"]), "ndcg@K needs an integer K"),
+    (lambda: RankingMetrics(["hr"]), "hr@K needs an integer K"),
+    (lambda: RankingMetrics(["hr@5", "hr@5"]), r"metrics repeat \['hr@5'\]"),
+    # one key: the same column of the logs, whatever the floats
+    (lambda: RankingMetrics(["wpauc@[0.1,0.3]", WPAUCSpec(0.1, 0.2)]), "repeat"),
+    (lambda: RankingMetrics(["wpauc@0.1"]), r"wpauc@\[A,B\]"),
+    (lambda: RankingMetrics(["wpauc@[0.1]"]), r"wpauc@\[A,B\]"),
+    (lambda: RankingMetrics(["wpauc@[0.1,x]"]), "two numbers"),
+    (lambda: RankingMetrics(["wpauc@[0.9,1.1]"]), r"alpha \+ d"),
+    (lambda: RankingMetrics(["wpauc@[0.3,0.2]"]), "d must"),
+    (lambda: RankingMetrics(["auc@5"]), "auc takes no argument"),
+    (lambda: RankingMetrics(["nonsense@5"]), "unknown metric 'nonsense@5': the metric families"),
+    (lambda: RankingMetrics("hr@10"), "must be a list of metrics"),
+    (lambda: RankingMetrics([10]), "a metric is a key such as 'hr@10'"),
     (lambda: PositiveRanks(torch.tensor([2]), torch.tensor([1]), 5), "ranks row 0"),
     (lambda: PositiveRanks(torch.tensor([0]), torch.tensor([6]), 5), "ranks row 0"),
 ]
@@ -351,7 +368,7 @@ def test_bad_inputs_raise_in_functional_forms_and_metrics(make_inputs, message):
         lambda: auc(scores, target),
         lambda: windowed_partial_auc(scores, target, 0.0, 0.5),
         lambda: HitRate(1).update(scores, target),
-        lambda: RankingMetrics(windows=[(0.0, 0.5)]).update(scores, target),
+        lambda: RankingMetrics(["wpauc@[0,0.5]"]).update(scores, target),
     ]
     for call in calls:
         with pytest.raises(ValueError, match=message):
@@ -375,7 +392,7 @@ def test_bad_functional_arguments_raise(call, message):
 def test_update_ranks_counts_as_an_update_for_torchmetrics():
     import warnings
 
-    metrics = RankingMetrics(top_k=[1])
+    metrics = RankingMetrics(["hr@1"])
     metrics.update_ranks(torch.tensor([0, 2]), torch.tensor([0, 3]), num_negatives=9)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "compute called before update" would raise
@@ -387,8 +404,9 @@ def test_capped_counts_give_exact_hit_rate_and_ndcg_and_no_auc():
     """Counts cut at rank 5 (users out-scored by >= 5 negatives keep only lower bounds >= 5)
     give the HR@K / NDCG@K (K <= 5) of the full counts; AUC and WPAUC are not computed."""
     cap, top_k = 5, (1, 3, 5)
-    full = RankingMetrics(top_k=top_k, windows=[(0.0, 0.1)])
-    capped = RankingMetrics(top_k=top_k, rank_cap=cap, prefix="val/")
+    keys = [f"{name}@{k}" for name in ("hr", "ndcg") for k in top_k]
+    full = RankingMetrics([*keys, "auc", "wpauc@[0,0.1]"])
+    capped = RankingMetrics(keys, rank_cap=cap, prefix="val/")
     for seed in range(3):
         scores, target = make_batch(ties=seed != 1, seed=seed, num_users=12)
         full.update(scores, target)
@@ -410,17 +428,92 @@ def test_capped_counts_are_refused_where_they_would_give_a_wrong_metric():
     with pytest.raises(
         ValueError, match=r"1 users are beyond a rank cap .* \(AUC and WPAUC need every count\)"
     ):
-        RankingMetrics(top_k=[5]).update_ranks(gt, ge, NUM_ITEMS - 1, beyond)
+        RankingMetrics(["hr@5", "auc"]).update_ranks(gt, ge, NUM_ITEMS - 1, beyond)
     with pytest.raises(ValueError, match="beyond a rank cap"):
         HitRate(5).update_ranks(gt, ge, NUM_ITEMS - 1, beyond)
-    RankingMetrics(top_k=[5]).update_ranks(gt, ge, NUM_ITEMS - 1, torch.zeros(2, dtype=torch.bool))
+    exact = torch.zeros(2, dtype=torch.bool)
+    RankingMetrics(["hr@5", "auc"]).update_ranks(gt, ge, NUM_ITEMS - 1, exact)
     with pytest.raises(ValueError, match=r"row 1 is beyond the cap with gt=7 < rank_cap=10"):
-        RankingMetrics(top_k=[5], rank_cap=10).update_ranks(gt, ge, NUM_ITEMS - 1, beyond)
+        RankingMetrics(["hr@5"], rank_cap=10).update_ranks(gt, ge, NUM_ITEMS - 1, beyond)
     with pytest.raises(ValueError, match="beyond_cap must be a bool tensor shaped like gt"):
-        RankingMetrics(top_k=[5], rank_cap=5).update_ranks(gt, ge, NUM_ITEMS - 1, beyond.long())
-    with pytest.raises(ValueError, match="rank_cap=5 is below K=10 of top_k"):
-        RankingMetrics(top_k=[1, 10], rank_cap=5)
-    with pytest.raises(ValueError, match="WPAUC needs every count"):
-        RankingMetrics(top_k=[5], windows=[(0.0, 0.1)], rank_cap=5)
+        RankingMetrics(["hr@5"], rank_cap=5).update_ranks(gt, ge, NUM_ITEMS - 1, beyond.long())
+    with pytest.raises(ValueError, match="rank_cap=5 is below K=10 of ndcg@10"):
+        RankingMetrics(["hr@1", "ndcg@10"], rank_cap=5)
+    with pytest.raises(ValueError, match=r"wpauc@\[0,0.1\] with rank_cap=5: it needs every count"):
+        RankingMetrics(["hr@5", "wpauc@[0,0.1]"], rank_cap=5)
+    with pytest.raises(ValueError, match="auc with rank_cap=5: it needs every count"):
+        RankingMetrics(["hr@5", "auc"], rank_cap=5)
     with pytest.raises(ValueError, match="k must be an integer >= 1"):
-        RankingMetrics(top_k=[5], rank_cap=0)
+        RankingMetrics(["hr@5"], rank_cap=0)
+
+
+def test_metric_keys_read_back_into_their_specs():
+    for key in DEFAULT_METRICS:
+        assert metric_spec(key).key == key
+    assert metric_spec(" hr@010 ").key == "hr@10"
+    assert metric_spec("wpauc@[0.05, 0.15]") == WPAUCSpec.between(0.05, 0.15)
+    assert [metric_spec(key).cutoff for key in ("hr@3", "ndcg@7", "auc", "wpauc@[0,0.1]")] == [
+        3,
+        7,
+        None,
+        None,
+    ]
+
+
+def test_a_window_written_with_every_digit_is_the_window_it_was_written_from():
+    """``wpauc@[A,B]`` with A and B printed by repr gives WPAUC values bit-identical to
+    those of ``(alpha, d)``, however ``B - A`` rounds (the functional reads alpha + d)."""
+    for num_negatives in (40, 63, 1023, 3443):
+        for first, width in ((0, 10), (2, 3), (9, 10), (19, 21)):
+            alpha, d = first / num_negatives, width / num_negatives
+            written = metric_spec(f"wpauc@[{alpha!r},{alpha + d!r}]")
+            assert written.alpha == alpha and written.alpha + written.d == alpha + d
+    scores, target = make_batch(ties=True, seed=11)
+    ranks = positive_ranks(scores, target)
+    alpha, d = 9 / 40, 10 / 40
+    written = metric_spec(f"wpauc@[{alpha!r},{alpha + d!r}]")
+    assert torch.equal(written(ranks), WPAUCSpec(alpha, d)(ranks))
+
+
+def test_a_new_metric_is_its_functional_and_its_spec():
+    """A metric of the top K defined here, nowhere else: its key parses, RankingMetrics
+    reports it beside the others (also from capped counts) and lists it for figures of
+    metric@K."""
+
+    def reciprocal_rank_from_ranks(ranks: PositiveRanks, k: int) -> torch.Tensor:
+        return torch.where(ranks.ge < k, 1.0 / (ranks.ge + 1).double(), 0.0).float()
+
+    class ReciprocalRankSpec(TopKSpec):
+        family = "test_rr"
+
+        def __call__(self, ranks: PositiveRanks) -> torch.Tensor:
+            return reciprocal_rank_from_ranks(ranks, self.k)
+
+    scores, target = make_batch(ties=False, seed=12)
+    metrics = RankingMetrics(["hr@5", "test_rr@5", "test_rr@1"], prefix="val/", rank_cap=5)
+    metrics.update(scores, target)
+    ge = positive_ranks(scores, target).ge.double()
+    expected = torch.where(ge < 5, 1.0 / (ge + 1), 0.0).mean()
+    torch.testing.assert_close(metrics.compute()["val/test_rr@5"].double(), expected)
+    assert metrics.at_k() == {
+        "hr": [(5, "val/hr@5")],
+        "test_rr": [(1, "val/test_rr@1"), (5, "val/test_rr@5")],
+    }
+    assert ReciprocalRankSpec(3).key == "test_rr@3"
+
+
+def test_metric_columns_are_the_metric_keys_the_results_hold():
+    results = [
+        {"ndcg@10": 0.1, "hr@10": 0.2, "auc": 0.9, "expected_hr@10": 0.3, "epoch": 4},
+        {"hr@1": 0.1, "wpauc@[0,0.05]": 0.2, "wpauc@[0,0.01]": 0.1},
+    ]
+    assert metric_columns(results) == (
+        "hr@1",
+        "hr@10",
+        "ndcg@10",
+        "auc",
+        "wpauc@[0,0.01]",
+        "wpauc@[0,0.05]",
+    )
+    assert metric_columns(results, ("hr@1", "hr@3", "auc")) == ("hr@1", "auc")
+    assert metric_columns([]) == ()

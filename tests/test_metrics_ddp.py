@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from wpauc.metrics import AUC, RankingMetrics, WindowedPartialAUC
+from wpauc.metrics import AUC, RankingMetrics, WindowedPartialAUC, WPAUCSpec
 
 WORLD_SIZE = 2
 TOP_K = (1, 5)
@@ -28,7 +28,13 @@ def make_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def build_metrics() -> dict:
     return {
-        "collection": RankingMetrics(top_k=TOP_K, windows=WINDOWS),
+        "collection": RankingMetrics(
+            [
+                *(f"{name}@{k}" for name in ("hr", "ndcg") for k in TOP_K),
+                "auc",
+                *(WPAUCSpec(*window) for window in WINDOWS),
+            ]
+        ),
         "auc": AUC(),
         "wpauc": WindowedPartialAUC(*WINDOWS[1]),
     }

@@ -32,7 +32,8 @@ TINY_WORLD = [
     "--data.max_eval_samples=32",
     "--model.policy.init_args.hidden_size=32",
     "--model.policy.init_args.intermediate_size=64",
-    "--model.eval_windows=[[0.0, 0.1], [0.05, 0.1]]",
+    "--model.metrics=[hr@1, hr@3, hr@5, hr@10, hr@20, ndcg@1, ndcg@3, ndcg@5, ndcg@10, ndcg@20,"
+    ' auc, "wpauc@[0,0.1]", "wpauc@[0.05,0.15]"]',
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
     "--trainer.log_every_n_steps=1",
@@ -171,30 +172,28 @@ def test_validation_auc_and_hit_rate_match_sklearn_on_brute_force_scores(tmp_pat
     assert results["val/hr@10"] == pytest.approx(np.mean(hits), abs=1e-6)
 
 
+BEAM = ["--model.evaluation=wpauc.evaluation.Beam", "--model.evaluation.num_beams=20"]
+
+
 def test_beam_protocol_reports_only_hit_rate_and_ndcg(tmp_path):
     cli = run_cli(
-        tiny_args(
-            tmp_path,
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=1",
-            "--model.eval_protocol=beam",
-            "--model.eval_num_beams=20",
-        )
+        tiny_args(tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", *BEAM)
     )
     logged = cli.trainer.callback_metrics
     assert "test/hr@10" in logged and "test/auc" not in logged
+    assert not any("wpauc" in key for key in logged)
 
 
 def test_rank_cap_logs_exact_hit_rate_and_ndcg_and_no_auc(tmp_path):
-    """With model.eval_rank_cap the HR@K and NDCG@K logged are those of the full score table;
-    AUC and WPAUC are not logged."""
+    """With model.evaluation.rank_cap the HR@K and NDCG@K logged are those of the full score
+    table; AUC and WPAUC are not logged."""
     cli = run_cli(
         tiny_args(
             tmp_path,
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=2",
             "--test_after_fit=false",
-            "--model.eval_rank_cap=20",
+            "--model.evaluation.rank_cap=20",
         )
     )
     module, datamodule = cli.model, cli.datamodule
@@ -202,14 +201,17 @@ def test_rank_cap_logs_exact_hit_rate_and_ndcg_and_no_auc(tmp_path):
     assert not any("auc" in key for key in results)  # nor wpauc@...
     ranks = torch.cat(module.evaluation_ranks)
     assert ranks.eq(20).any() and ranks.lt(20).any() and ranks.le(20).all()
-    oracle = RankingMetrics(top_k=module.hparams.eval_top_k, prefix="val/")
+    oracle = RankingMetrics([s for s in module.val_metrics.specs if s.cutoff], prefix="val/")
     for batch in datamodule.val_dataloader():
         scores = score_items(
             module.policy, batch["input_ids"], batch["attention_mask"], module.trie
         )
         oracle.update(scores, batch["target"])
-    expected = {key: float(value) for key, value in oracle.compute().items() if "auc" not in key}
+    expected = {key: float(value) for key, value in oracle.compute().items()}
     assert {key for key in results if "@" in key} == set(expected)
+    assert {f"val/{name}@{k}" for name in ("hr", "ndcg") for k in (1, 3, 5, 10, 20)} == set(
+        expected
+    )
     for key, value in expected.items():
         assert results[key] == pytest.approx(value, abs=1e-6), key
 
@@ -218,26 +220,21 @@ def test_evaluation_flags_of_a_test_command_win_over_the_checkpoint(tmp_path):
     """A run fitted with the rank cap tests with full counts unless the test command sets the
     cap: a checkpoint's saved hyper-parameters do not override the command line."""
     fit = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
-    run_cli(tiny_args(tmp_path, *fit, "--test_after_fit=false", "--model.eval_rank_cap=20"))
+    capped_flag = "--model.evaluation.rank_cap=20"
+    run_cli(tiny_args(tmp_path, *fit, "--test_after_fit=false", capped_flag))
     best = f"--ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}"
     full = run_cli(tiny_args(tmp_path, best, subcommand="test"))
     assert "test/auc" in full.trainer.callback_metrics
-    capped = run_cli(tiny_args(tmp_path, best, "--model.eval_rank_cap=20", subcommand="test"))
+    capped = run_cli(tiny_args(tmp_path, best, capped_flag, subcommand="test"))
     assert "test/hr@10" in capped.trainer.callback_metrics
     assert "test/auc" not in capped.trainer.callback_metrics
 
 
-def test_rank_cap_is_refused_under_the_beam_protocol(tmp_path):
-    with pytest.raises(ValueError, match="model.eval_rank_cap applies to the exact protocol"):
-        run_cli(
-            tiny_args(
-                tmp_path,
-                "--model.eval_protocol=beam",
-                "--model.eval_num_beams=20",
-                "--model.eval_rank_cap=20",
-                "--trainer.max_epochs=1",
-            )
-        )
+def test_rank_cap_is_refused_under_the_beam_protocol(tmp_path, capsys):
+    # Beam has no rank_cap (its beams are its cap): the parser refuses the key
+    with pytest.raises(SystemExit):
+        run_cli(tiny_args(tmp_path, *BEAM, "--model.evaluation.rank_cap=20"))
+    assert "rank_cap" in capsys.readouterr().err
 
 
 def final_weights(cli) -> dict[str, torch.Tensor]:
@@ -291,9 +288,16 @@ def test_non_finite_loss_names_the_step_and_the_term(tmp_path, monkeypatch):
     [
         ("--model.objective.init_args.target_k=0", "target_k"),
         ("--model.loss.epsilon=1.5", "epsilon"),
-        ("--model.eval_protocol=sampled", "eval_protocol"),
-        ("--model.eval_rank_cap=10", "eval_rank_cap"),  # below eval_top_k's 20
-        ("--model.eval_rank_cap=0", "eval_rank_cap"),
+        ("--model.evaluation=wpauc.evaluation.Sampled", "evaluation"),
+        ("--model.evaluation.rank_cap=10", "rank_cap"),  # below the metrics' K = 20
+        ("--model.evaluation.rank_cap=0", "rank_cap"),
+        ("--model.evaluation.num_beams=0", "num_beams"),
+        # 10 beams cannot rank K = 20
+        (
+            '--model.evaluation={"class_path": "wpauc.evaluation.Beam", "init_args":'
+            ' {"num_beams": 10}}',
+            "num_beams",
+        ),
     ],
 )
 def test_invalid_settings_fail_at_config_time_naming_the_key(tmp_path, capsys, override, key):
@@ -319,16 +323,46 @@ def test_settings_that_do_not_fit_the_catalog_fail_before_training(tmp_path, ove
 @pytest.mark.parametrize(
     ("override", "problem"),
     [
-        ("--model.eval_top_k=[0, 5]", "k must be"),
-        ("--model.eval_windows=[[0.5, 0.6]]", r"alpha \+ d"),
+        ("--model.metrics=[hr@0, ndcg@5]", "metric 'hr@0': k must be"),
+        ('--model.metrics=["wpauc@[0.5,1.1]"]', r"metric 'wpauc@\[0.5,1.1\]': alpha \+ d"),
+        ("--model.metrics=[hr@5, nonsense@5]", "unknown metric 'nonsense@5': the metric families"),
+        ("--model.metrics=[hr@5, hr@5]", r"metrics repeat \['hr@5'\]"),
     ],
 )
 def test_bad_evaluation_metrics_name_the_key_before_training(tmp_path, override, problem):
-    with pytest.raises(
-        ValueError, match=rf"model.eval_top_k / model.eval_windows: {problem}"
-    ) as error:
+    with pytest.raises(ValueError, match=rf"model.metrics: {problem}") as error:
         run_cli(tiny_args(tmp_path, override, "--trainer.max_epochs=1"))
     assert error.traceback[-1].name != "training_step"
+
+
+def built_module(tmp_path: Path, *extra: str):
+    """The module of the tiny world's config, built (policy, trie, metrics), not run."""
+    cli = run_cli(tiny_args(tmp_path, *extra)[1:], run=False)
+    cli.model.build(cli.datamodule)
+    return cli.model
+
+
+def test_metrics_are_the_configured_keys_then_the_objective_window_once(tmp_path):
+    # TAWin aimed at K = 3 with width 3 on 63 negatives: the window [2/63, 5/63)
+    window = '"wpauc@[0.031746031746031744,0.07936507936507936]"'
+    expected = ("val/ndcg@5", "val/hr@5", "val/auc", "val/wpauc@[0.031746,0.0793651]")
+    for metrics in ("[ndcg@5, hr@5, auc]", f"[ndcg@5, hr@5, auc, {window}]"):
+        module = built_module(tmp_path, f"--model.metrics={metrics}")
+        assert module.val_metrics.names == expected
+        assert module.test_metrics.names == tuple(n.replace("val/", "test/") for n in expected)
+    # [16/63, 33/63): written out, its width differs from 17/63 in the last bit, its key not
+    aimed_at_17 = [
+        "--model.objective.init_args.target_k=17",
+        "--model.objective.init_args.window_width=17",
+        '--model.metrics=[hr@5, "wpauc@[0.25396825396825395,0.5238095238095237]"]',
+    ]
+    module = built_module(tmp_path, *aimed_at_17)
+    assert module.val_metrics.names == ("val/hr@5", "val/wpauc@[0.253968,0.52381]")
+    capped = built_module(
+        tmp_path, "--model.evaluation.rank_cap=5", "--model.metrics=[ndcg@5, hr@5, auc]"
+    )
+    assert capped.val_metrics.names == ("val/ndcg@5", "val/hr@5")
+    assert capped.val_metrics.at_k() == {"ndcg": [(5, "val/ndcg@5")], "hr": [(5, "val/hr@5")]}
 
 
 def test_predict_writes_top_items_per_test_sample(tmp_path):
@@ -337,7 +371,7 @@ def test_predict_writes_top_items_per_test_sample(tmp_path):
         tiny_args(
             tmp_path,
             f"--trainer.callbacks.output_path={output}",  # the config's last callback
-            "--model.eval_num_beams=20",
+            "--model.evaluation.num_beams=20",
             subcommand="predict",
         )
     )

@@ -167,8 +167,8 @@ def test_lora_under_ddp_matches_one_process_and_predicts_each_context_once(tmp_p
         f"--data.tokenizer_path={standin}",
         "--model.loss.beta=0.04",  # the LoRA reference: a snapshot swapped into the policy
         "--model.loss.num_iterations=2",
-        "--model.eval_rank_cap=10",
-        "--model.eval_top_k=[1,5,10]",
+        "--model.evaluation.rank_cap=10",
+        "--model.metrics=[hr@1, hr@5, hr@10, ndcg@1, ndcg@5, ndcg@10]",
         *UNEVEN_SPLITS,
     ]
     single = fit(tmp_path / "single", *lora)

@@ -181,7 +181,7 @@ def test_beats_popularity_on_office(amazon18_dir):
     data = MiniOneRecSource(str(amazon18_dir), "Office_Products").load()
     num_items, valid, test = len(data.catalog), data.valid[:500], data.test[:1000]
     model, _ = fit_sasrec(data.train, valid, num_items, SASRecConfig(max_epochs=2))
-    popularity = RankingMetrics(top_k=(10,))
+    popularity = RankingMetrics(["ndcg@10"])
     popularity.update(
         popularity_scores(data.train, test, num_items), torch.tensor([s.target for s in test])
     )

@@ -6,7 +6,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from wpauc.window import Window, window_bounds, window_mask, wpauc_key
+from wpauc.metrics import PositiveRanks, windowed_partial_auc_from_ranks
+from wpauc.window import Window, window_bounds, wpauc_key
 
 
 def _exact_window(num_negatives, alpha, d):
@@ -18,6 +19,13 @@ def _exact_window(num_negatives, alpha, d):
         if alpha_exact <= Fraction(rank, num_negatives) < alpha_exact + d_exact
     ]
     return ranks
+
+
+def window_mask(neg_rank: torch.Tensor, num_negatives: int, alpha: float, d: float):
+    """Bool mask of the negatives inside the window: 0-based `neg_rank` (each negative's rank
+    among the negatives only) in `[lo, hi)` of `window_bounds`."""
+    lo, hi = window_bounds(num_negatives, alpha, d)
+    return (neg_rank >= lo) & (neg_rank < hi)
 
 
 @pytest.mark.parametrize("num_negatives", [1, 3, 7, 10, 30, 100, 113])
@@ -47,6 +55,24 @@ def test_window_bounds_match_exact_fractions_on_a_decimal_grid(num_negatives):
 )
 def test_window_bounds_edge_values(num_negatives, alpha, d, expected):
     assert window_bounds(num_negatives, alpha, d) == expected
+
+
+@pytest.mark.parametrize("num_negatives", [10, 63, 1023])
+def test_wpauc_over_a_rank_window_is_the_share_of_its_negatives_the_positive_beats(num_negatives):
+    """The window's negatives (the mask of its bounds) are the ones WPAUC counts: over a
+    window of whole ranks, a positive without ties that out-ranks the negatives of rank >= r
+    gets the share of the window's negatives among them."""
+    for first, width in ((0, 1), (0, 5), (2, 3), (4, 6), (9, 10)):
+        if first + width > num_negatives:
+            continue
+        alpha, d = first / num_negatives, width / num_negatives
+        inside = window_mask(torch.arange(num_negatives), num_negatives, alpha, d)
+        rank = torch.arange(num_negatives + 1)
+        ranks = PositiveRanks(gt=rank, ge=rank, num_negatives=num_negatives)
+        beaten = torch.stack([inside[r:].sum() for r in rank.tolist()]) / inside.sum()
+        torch.testing.assert_close(
+            windowed_partial_auc_from_ranks(ranks, alpha, d), beaten.float(), rtol=0, atol=1e-6
+        )
 
 
 def test_rank_fractions_map_back_to_their_ranks():

@@ -13,8 +13,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 class RecommendationWriter(BasePredictionWriter):
     """Writes ``wpauc predict`` output as JSON lines, one line per test sample:
-    ``{"sample_index", "user", "target_item_id", "item_ids", "scores"}``, the top
-    ``model.eval_num_beams`` items by constrained beam search, best first, as dataset item ids.
+    ``{"sample_index", "user", "target_item_id", "item_ids", "scores"}``: the evaluation
+    protocol's recommendations (``model.evaluation``: its ``num_beams`` items by constrained
+    beam search), best first, as dataset item ids.
     When it is done it reports how many of the test split's contexts it wrote.
 
     Args:
@@ -87,7 +88,8 @@ class RecommendationWriter(BasePredictionWriter):
 class RankingPlots(Callback):
     """TensorBoard pictures of what the module logs as numbers: histograms of the
     positive's rank (each validation/test epoch, and in RL rollouts every
-    ``log_every_n_steps`` steps) and a figure of HR@K and NDCG@K against K.
+    ``log_every_n_steps`` steps) and a figure of the metrics of the top K (HR@K, NDCG@K)
+    against K, one curve per metric family the module reports.
 
     Does nothing without a TensorBoard logger. Under DDP only rank 0 draws, from its own
     shard's ranks (the figure uses the global metrics).
@@ -112,12 +114,12 @@ class RankingPlots(Callback):
             self._histogram(
                 trainer, f"{stage}/positive_rank", torch.cat(pl_module.evaluation_ranks)
             )
-        ks = sorted(pl_module.hparams.eval_top_k)
+        reported = pl_module.val_metrics if stage == "val" else pl_module.test_metrics
         metrics = trainer.callback_metrics
         curves = {
-            name: [float(metrics[f"{stage}/{name}@{k}"]) for k in ks]
-            for name in ("hr", "ndcg")
-            if all(f"{stage}/{name}@{k}" in metrics for k in ks)
+            family: ([k for k, _ in points], [float(metrics[key]) for _, key in points])
+            for family, points in ({} if reported is None else reported.at_k()).items()
+            if all(key in metrics for _, key in points)
         }
         writer = _tensorboard_writer(trainer)
         if writer is None or not curves:
@@ -126,12 +128,12 @@ class RankingPlots(Callback):
 
         figure = Figure(figsize=(4, 3))
         axis = figure.subplots()
-        for name, values in curves.items():
-            axis.plot(ks, values, marker="o", label=name.upper())
+        for family, (ks, values) in curves.items():
+            axis.plot(ks, values, marker="o", label=family.upper())
         axis.set_xscale("log")
         axis.set_xlabel("K")
         axis.set_ylabel("metric@K")
-        axis.set_title(f"{stage}: HR@K and NDCG@K")
+        axis.set_title(f"{stage}: " + " and ".join(f"{family.upper()}@K" for family in curves))
         axis.legend()
         figure.tight_layout()
         writer.add_figure(f"{stage}/metrics_at_k", figure, trainer.global_step, close=False)

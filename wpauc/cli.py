@@ -111,10 +111,10 @@ class WpaucCLI(LightningCLI):
         """Leave the settings to the config and the command line when ``--ckpt_path`` is given.
 
         Lightning's CLI would merge the checkpoint's saved hyper-parameters over everything
-        parsed, so ``wpauc test --ckpt_path ... --model.eval_rank_cap null`` (or any other
-        ``--model.eval_*`` flag) would be silently ignored. A wpauc checkpoint carries its
-        policy's weights and the catalog it was trained on (both checked when loaded); how to
-        evaluate it is the command's choice.
+        parsed, so ``wpauc test --ckpt_path ... --model.evaluation.rank_cap null`` (or any
+        other ``--model.evaluation`` or ``--model.metrics`` flag) would be silently ignored. A
+        wpauc checkpoint carries its policy's weights and the catalog it was trained on (both
+        checked when loaded); how to evaluate it is the command's choice.
         """
 
     def before_instantiate_classes(self) -> None:

@@ -51,7 +51,8 @@ from wpauc.data import (
     RecSource,
     Sample,
 )
-from wpauc.decoding import ItemTrie, constrained_beam_search
+from wpauc.decoding import ItemTrie
+from wpauc.evaluation import EvaluationProtocol, Exact
 from wpauc.models.provenance import catalog_record, check_catalog, frozen_base_from_policy
 
 #: The file of an export that wpauc reads besides the Hugging Face files.
@@ -211,6 +212,9 @@ class Recommender:
     """The catalog's codes, on the model's device."""
     renormalize: bool
     """Score by log-probs renormalised over the allowed continuations, as in training."""
+    evaluation: EvaluationProtocol = Exact()
+    """The protocol whose recommendations `recommend` gives (as ``model.evaluation`` of
+    ``wpauc predict``); `Exact`: a constrained beam search of width k."""
 
     @property
     def item_ids(self) -> tuple[int, ...]:
@@ -218,8 +222,9 @@ class Recommender:
         return self.prompts.catalog.item_ids
 
     def recommend(self, history_item_ids: Sequence[int], k: int = 10) -> list[int]:
-        """The top `k` item ids for a user, best first, by trie-constrained beam search of
-        width `k` (as ``wpauc predict`` with ``model.eval_num_beams: k``).
+        """The top `k` item ids for a user, best first: the recommendations of
+        ``evaluation`` (by default a trie-constrained beam search of width `k`, as ``wpauc
+        predict`` with ``model.evaluation.num_beams: k``).
 
         Args:
             history_item_ids: the data-set ids of the user's items, oldest first (the last
@@ -230,13 +235,13 @@ class Recommender:
         history = tuple(catalog.index_of(item_id) for item_id in history_item_ids)
         batch = self.prompts.batch_for([Sample(user="", history=history, target=0)])
         device = self.trie.node_token.device
-        items, _ = constrained_beam_search(
+        items, _ = self.evaluation.recommend(
             self.model,
             batch["input_ids"].to(device),
             batch["attention_mask"].to(device),
             self.trie,
+            self.renormalize,
             k,
-            renormalize=self.renormalize,
         )
         return [catalog.item_ids[item] for item in items[0].tolist() if item >= 0]
 

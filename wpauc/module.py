@@ -22,15 +22,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
 from wpauc.analysis import DIAGNOSTICS, distribution_diagnostics
-from wpauc.decoding import (
-    ItemTrie,
-    PolicyScorer,
-    completion_logprobs,
-    constrained_beam_search,
-    score_items,
-)
-from wpauc.evaluation import check_evaluation_settings, metrics_rank_cap, positive_counts
-from wpauc.metrics import RankingMetrics
+from wpauc.decoding import ItemTrie, PolicyScorer, completion_logprobs, score_items
+from wpauc.evaluation import EvaluationProtocol, Exact
+from wpauc.metrics import DEFAULT_METRICS, MetricSpec, RankingMetrics, WPAUCSpec, metric_specs
 from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
 from wpauc.models.provenance import (
     CATALOG_KEY,
@@ -72,19 +66,16 @@ class RecommenderModule(L.LightningModule):
         init_from: Checkpoint whose policy weights initialise this run (e.g. the SFT run's
             ``last.ckpt`` for an RL run); optimizer state is not taken from it. It must
             match ``policy`` (same architecture) and record the catalog of this run's data.
-        eval_protocol: ``"exact"`` ranks the whole catalog by exact item scores;
-            ``"beam"`` ranks only the top ``eval_num_beams`` beams, as MiniOneRec and ReRe
-            report (HR@K and NDCG@K only; AUC and WPAUC need the full ranking).
-        eval_num_beams: Beam width of the beam protocol and of ``predict``.
-        eval_top_k: The K of the reported HR@K and NDCG@K.
-        eval_rank_cap: Exact protocol only: resolve each positive's rank only below this
-            cap (an integer >= every K of ``eval_top_k``): HR@K and NDCG@K stay exact, at
-            about the cost of a ``eval_rank_cap``-beam search (1.2x it on the Office SIDs,
-            24x faster than scoring every item); AUC and WPAUC
-            (``eval_windows``, the objective's window) need every count and are then not
-            reported, as under the beam protocol. ``None``: full exact counts, every metric.
-        eval_windows: FPR windows ``(alpha, d)`` of the reported WPAUC values (logged as
-            ``wpauc@[alpha,alpha+d]``); a TAWin objective's own window is added to them.
+        evaluation: The evaluation protocol of validation, test and ``predict``
+            (`wpauc.evaluation`): ``Exact`` ranks the whole catalog by exact item scores
+            (with ``rank_cap``, HR@K and NDCG@K only, faster); ``Beam`` ranks only the top
+            ``num_beams`` beams, as MiniOneRec and ReRe report (HR@K and NDCG@K only).
+            ``predict`` writes the protocol's recommendations (``num_beams`` items).
+        metrics: The reported metrics, as keys of `wpauc.metrics.specs` (``hr@K``,
+            ``ndcg@K``, ``auc``, ``wpauc@[A,B]`` for the FPR window ``[A, B]``), logged with
+            ``val/`` and ``test/`` in front. A TAWin objective's own window is added; under
+            a protocol whose counts are cut at a rank (``Exact(rank_cap)``, ``Beam``) only
+            the metrics of the top K are reported.
         renormalize: Score items by log-probs renormalised over the allowed continuations
             at each step instead of raw log-probs (RL rollouts, evaluation and prediction).
         diagnostic_samples: Validation contexts per epoch whose whole item distribution is
@@ -106,17 +97,21 @@ class RecommenderModule(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         gradient_clip_val: float | None = 1.0,
         init_from: str | None = None,
-        eval_protocol: str = "exact",
-        eval_num_beams: int = 20,
-        eval_top_k: Sequence[int] = (1, 3, 5, 10, 20),
-        eval_rank_cap: int | None = None,
-        eval_windows: Sequence[tuple[float, float]] = ((0.0, 0.01), (0.0, 0.05)),
+        evaluation: EvaluationProtocol = Exact(),  # noqa: B008 - frozen settings object
+        metrics: Sequence[str] = DEFAULT_METRICS,
         renormalize: bool = False,
         diagnostic_samples: int = 256,
         rollout_seed: int = 0,
     ):
         super().__init__()
-        check_evaluation_settings(eval_protocol, eval_num_beams, eval_top_k, eval_rank_cap)
+        try:
+            specs = metric_specs(metrics)
+        except ValueError as error:
+            raise ValueError(f"model.metrics: {error}") from None
+        try:
+            evaluation.check([spec.cutoff for spec in specs if spec.cutoff is not None])
+        except ValueError as error:
+            raise ValueError(f"model.evaluation: {error}") from None
         if sft_epochs < 0:
             raise ValueError(f"model.sft_epochs must be >= 0, got {sft_epochs}")
         if rl_learning_rate is not None and rl_learning_rate <= 0:
@@ -132,10 +127,13 @@ class RecommenderModule(L.LightningModule):
                 " sets the learning rate at every step and would replace it. Leave"
                 " model.rl_learning_rate null and give the RL stage its rate in the schedule"
             )
-        self.save_hyperparameters(ignore=["policy", "objective", "loss", "optimizer", "scheduler"])
+        self.save_hyperparameters(
+            ignore=["policy", "objective", "loss", "evaluation", "optimizer", "scheduler"]
+        )
         self.policy_builder = policy if policy is not None else TinyQwen2Policy()
         self.objective = objective
         self.loss = loss
+        self.evaluation = evaluation
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.automatic_optimization = False
@@ -146,7 +144,7 @@ class RecommenderModule(L.LightningModule):
         self.test_metrics: RankingMetrics | None = None
         self.evaluation_ranks: list[torch.Tensor] = []
         """Positive ranks (``ge``) of the current validation/test epoch, for the callbacks
-        (``eval_rank_cap`` where the rank is only known to be at least the cap)."""
+        (the protocol's ``rank_cap`` where the rank is only known to be at least the cap)."""
         self.last_group: Group | None = None
         """The last RL step's groups, for the callbacks."""
         self.val_diagnostics = torch.nn.ModuleDict({name: MeanMetric() for name in DIAGNOSTICS})
@@ -179,16 +177,13 @@ class RecommenderModule(L.LightningModule):
                 self.objective.check_catalog(self.trie.num_items)
             except ValueError as error:
                 raise ValueError(f"model.objective: {error}") from None
-        rank_cap = metrics_rank_cap(
-            self.hparams.eval_protocol, self.hparams.eval_num_beams, self.hparams.eval_rank_cap
-        )
-        windows = [] if rank_cap is not None else self._evaluation_windows(self.trie.num_items - 1)
-        top_k = list(self.hparams.eval_top_k)
+        specs = self.evaluation.reported_metrics(self._metric_specs(self.trie.num_items - 1))
+        rank_cap = self.evaluation.rank_cap
         try:
-            self.val_metrics = RankingMetrics(top_k, windows, "val/", rank_cap)
+            self.val_metrics = RankingMetrics(specs, "val/", rank_cap)
         except ValueError as error:
-            raise ValueError(f"model.eval_top_k / model.eval_windows: {error}") from None
-        self.test_metrics = RankingMetrics(top_k, windows, "test/", rank_cap)
+            raise ValueError(f"model.metrics: {error}") from None
+        self.test_metrics = RankingMetrics(specs, "test/", rank_cap)
         if self.hparams.init_from:
             self.load_policy_weights(self.hparams.init_from)
         if self.objective is not None and self.loss.beta > 0:
@@ -196,15 +191,16 @@ class RecommenderModule(L.LightningModule):
             # snapshot of the adapter and code-token rows, not the pre-SFT base model)
             self.reference = ReferenceModel(self.policy)
 
-    def _evaluation_windows(self, num_negatives: int) -> list[tuple[float, float]]:
-        """``eval_windows`` plus the objective's own window (TAWin), so its target is logged."""
-        windows = [tuple(float(x) for x in window) for window in self.hparams.eval_windows]
+    def _metric_specs(self, num_negatives: int) -> list[MetricSpec]:
+        """``metrics`` plus the WPAUC of the objective's own window (TAWin), so its target is
+        logged (unless ``metrics`` holds its key already)."""
+        specs = metric_specs(self.hparams.metrics)
         objective_windows = [] if self.objective is None else self.objective.logged_windows()
         for window in objective_windows:
-            fractions = window.fractions(num_negatives)
-            if fractions not in windows:
-                windows.append(fractions)
-        return windows
+            spec = WPAUCSpec(*window.fractions(num_negatives))
+            if spec.key not in {configured.key for configured in specs}:
+                specs.append(spec)
+        return specs
 
     def configure_model(self) -> None:
         self.build(self.trainer.datamodule)
@@ -405,30 +401,13 @@ class RecommenderModule(L.LightningModule):
         return kept
 
     # ------------------------------------------------------------------ evaluation
-    def _top_beams(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(items, scores) ``[B, eval_num_beams]`` of constrained beam search, best first."""
-        return constrained_beam_search(
-            self.policy,
-            batch["input_ids"],
-            batch["attention_mask"],
-            self.trie,
-            self.hparams.eval_num_beams,
-            renormalize=self.hparams.renormalize,
-        )
-
     def _evaluation_step(
         self, batch: dict[str, torch.Tensor], metrics: RankingMetrics
     ) -> dict[str, torch.Tensor]:
         """Add the batch's positive counts to ``metrics``; return them by ``sample_index``
         (``wpauc.callbacks.TestRanksWriter`` saves them per test context)."""
-        gt, ge, beyond_cap = positive_counts(
-            self.policy,
-            batch,
-            self.trie,
-            self.hparams.eval_protocol,
-            self.hparams.eval_num_beams,
-            self.hparams.renormalize,
-            self.hparams.eval_rank_cap,
+        gt, ge, beyond_cap = self.evaluation.counts(
+            self.policy, batch, self.trie, self.hparams.renormalize
         )
         metrics.update_ranks(gt, ge, self.trie.num_items - 1, beyond_cap)
         # ge = negatives scoring at least the positive: its 0-based rank, ties against it.
@@ -504,6 +483,12 @@ class RecommenderModule(L.LightningModule):
     def predict_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int
     ) -> dict[str, torch.Tensor]:
-        """Top ``eval_num_beams`` recommendations per context by constrained beam search."""
-        items, scores = self._top_beams(batch)
+        """The evaluation protocol's recommendations per context, best first."""
+        items, scores = self.evaluation.recommend(
+            self.policy,
+            batch["input_ids"],
+            batch["attention_mask"],
+            self.trie,
+            self.hparams.renormalize,
+        )
         return {"sample_index": batch["sample_index"], "items": items, "scores": scores}

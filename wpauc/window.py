@@ -18,8 +18,6 @@ import math
 from dataclasses import dataclass
 from numbers import Real
 
-from torch import Tensor
-
 TOLERANCE = 1e-9
 """Floating-point slack of window arithmetic: `alpha + d` may exceed 1 by this much (0.7 +
 0.3), and a product within this distance above an integer counts as that integer when
@@ -54,15 +52,6 @@ def window_bounds(num_negatives: int, alpha: float, d: float) -> tuple[int, int]
     validate_window(alpha, d)
     hi = min(rank_ceil(alpha + d, num_negatives), num_negatives)
     return min(rank_ceil(alpha, num_negatives), hi), hi
-
-
-def window_mask(neg_rank: Tensor, num_negatives: int, alpha: float, d: float) -> Tensor:
-    """Bool mask of the negatives inside the window: 0-based `neg_rank` in `[lo, hi)`.
-
-    `neg_rank` is each negative's rank among the negatives only (the positive removed).
-    """
-    lo, hi = window_bounds(num_negatives, alpha, d)
-    return (neg_rank >= lo) & (neg_rank < hi)
 
 
 def wpauc_key(alpha: float, d: float) -> str:

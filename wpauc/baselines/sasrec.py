@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wpauc.data.catalog import Sample
-from wpauc.metrics import RankingMetrics
+from wpauc.metrics import RankingMetrics, WPAUCSpec
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +289,13 @@ def sasrec_metrics(
 ) -> dict[str, float]:
     """The exact :class:`~wpauc.metrics.RankingMetrics` of the model on `samples`, scored a
     batch at a time (never the whole [S, N] at once)."""
-    metrics = RankingMetrics(top_k=top_k, windows=windows)
+    metrics = RankingMetrics(
+        [
+            *(f"{name}@{k}" for name in ("hr", "ndcg") for k in top_k),
+            "auc",
+            *(WPAUCSpec(*window) for window in windows),
+        ]
+    )
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         scores = sasrec_scores(model, chunk, model.num_items, batch_size)

@@ -5,27 +5,26 @@ Each ``update(scores [B, N], target [B])`` reduces the batch to one
 :class:`~wpauc.metrics.functional.PositiveRanks` and adds the per-user values to sum
 states, so the DDP result (states summed over processes) equals the single-process one.
 ``update_ranks(gt, ge, num_negatives)`` adds a batch from those counts directly, and
-``RankingMetrics(rank_cap=C)`` takes counts resolved only below rank C (HR@K and NDCG@K only).
+``RankingMetrics(metrics, rank_cap=C)`` takes counts resolved only below rank C (HR@K and
+NDCG@K only). `RankingMetrics` reports any list of metric specs (:mod:`wpauc.metrics.specs`).
 """
 
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from wpauc.metrics.functional import (
-    PositiveRanks,
-    auc_from_ranks,
-    hit_rate_from_ranks,
-    ndcg_from_ranks,
-    positive_ranks,
-    validate_top_k,
-    windowed_partial_auc_from_ranks,
+from wpauc.metrics.functional import PositiveRanks, positive_ranks, validate_top_k
+from wpauc.metrics.specs import (
+    AUCSpec,
+    HitRateSpec,
+    MetricSpec,
+    NDCGSpec,
+    WPAUCSpec,
+    metric_specs,
 )
-from wpauc.window import validate_window, wpauc_key
 
 PerUserMetric = Callable[[PositiveRanks], Tensor]
 
@@ -112,8 +111,9 @@ class HitRate(_MeanOverUsers):
             k: cut-off, an integer >= 1.
             kwargs: torchmetrics ``Metric`` options.
         """
-        self.k = validate_top_k(k)
-        super().__init__([partial(hit_rate_from_ranks, k=self.k)], **kwargs)
+        spec = HitRateSpec(k)
+        self.k = spec.k
+        super().__init__([spec], **kwargs)
 
     def compute(self) -> Tensor:
         """Mean HR@k over all users seen (all processes under DDP)."""
@@ -130,8 +130,9 @@ class NDCG(_MeanOverUsers):
             k: cut-off, an integer >= 1.
             kwargs: torchmetrics ``Metric`` options.
         """
-        self.k = validate_top_k(k)
-        super().__init__([partial(ndcg_from_ranks, k=self.k)], **kwargs)
+        spec = NDCGSpec(k)
+        self.k = spec.k
+        super().__init__([spec], **kwargs)
 
     def compute(self) -> Tensor:
         """Mean NDCG@k over all users seen (all processes under DDP)."""
@@ -147,7 +148,7 @@ class AUC(_MeanOverUsers):
         Args:
             kwargs: torchmetrics ``Metric`` options.
         """
-        super().__init__([auc_from_ranks], **kwargs)
+        super().__init__([AUCSpec()], **kwargs)
 
     def compute(self) -> Tensor:
         """Mean AUC over all users seen (all processes under DDP)."""
@@ -164,10 +165,9 @@ class WindowedPartialAUC(_MeanOverUsers):
             d: window width, in (0, 1], with ``alpha + d <= 1``.
             kwargs: torchmetrics ``Metric`` options.
         """
-        self.alpha, self.d = validate_window(alpha, d)
-        super().__init__(
-            [partial(windowed_partial_auc_from_ranks, alpha=self.alpha, d=self.d)], **kwargs
-        )
+        spec = WPAUCSpec(alpha, d)
+        self.alpha, self.d = spec.alpha, spec.d
+        super().__init__([spec], **kwargs)
 
     def compute(self) -> Tensor:
         """Mean WPAUC over all users seen (all processes under DDP)."""
@@ -175,76 +175,67 @@ class WindowedPartialAUC(_MeanOverUsers):
 
 
 class RankingMetrics(_MeanOverUsers):
-    """All validation metrics in one Metric: one rank computation per batch, one sync.
+    """Several metrics in one Metric: one rank computation per batch, one sync.
 
-    ``compute()`` returns a dict with, in this order, ``hr@K`` for each K in ``top_k``,
-    then ``ndcg@K`` for each K, then ``auc``, then ``wpauc@[A,B]`` for each window
-    ``(alpha, d)`` with ``A = alpha`` and ``B = alpha + d`` printed with ``:g`` (e.g.
-    ``(0.001, 0.002)`` -> ``wpauc@[0.001,0.003]``); every key starts with ``prefix``.
-    Use: ``update(scores, target)`` per batch, then ``log_dict(compute())`` and ``reset()``.
+    ``metrics`` are specs (:mod:`wpauc.metrics.specs`) or their keys: ``hr@K``, ``ndcg@K``,
+    ``auc``, ``wpauc@[A,B]`` (the FPR window ``[A, B]``), or any other registered family.
+    ``compute()`` returns a dict with one value per metric, in the order given, keyed by the
+    spec's key with ``prefix`` in front (``val/hr@10``). Use: ``update(scores, target)`` (or
+    ``update_ranks``) per batch, then ``log_dict(compute())`` and ``reset()``.
 
     With a ``rank_cap`` the counts may be cut at that rank (``update_ranks(...,
-    beyond_cap)``, e.g. from ``exact_positive_ranks(rank_cap=...)``): HR@K and NDCG@K for K <=
-    ``rank_cap`` stay exact, and AUC and WPAUC, which need every count, are not computed at all
-    (``compute()`` has only the ``hr@K`` and ``ndcg@K`` keys; asking for ``windows`` is an
-    error).
+    beyond_cap)``, e.g. from ``exact_positive_ranks(rank_cap=...)``): only metrics of the top
+    K with K <= ``rank_cap`` (HR@K, NDCG@K) stay exact, so only those may be asked for; AUC
+    and WPAUC need every count.
     """
 
     def __init__(
         self,
-        top_k: Sequence[int] = (3, 5, 10),
-        windows: Sequence[Sequence[float]] = (),
+        metrics: Sequence[str | MetricSpec],
         prefix: str = "",
         rank_cap: int | None = None,
         **kwargs: Any,
     ) -> None:
         """
         Args:
-            top_k: cut-offs K for HR@K and NDCG@K (MiniOneRec reports 3, 5, 10).
-            windows: FPR windows as ``(alpha, d)`` pairs, one WPAUC each (not with
-                ``rank_cap``).
+            metrics: the metrics, as specs or keys (e.g. ``["hr@10", "ndcg@10", "auc",
+                "wpauc@[0,0.01]"]``, or ``wpauc.metrics.specs.DEFAULT_METRICS``).
             prefix: prepended to every key, e.g. ``"val/"``.
-            rank_cap: the rank at which counts may be cut (at least every K of ``top_k``):
-                HR@K and NDCG@K only. ``None``: exact counts only, and every metric.
+            rank_cap: the rank at which counts may be cut (at least every K of the metrics,
+                which must all be metrics of the top K). ``None``: exact counts only.
             kwargs: torchmetrics ``Metric`` options.
         """
-        top_k = [validate_top_k(k) for k in top_k]
+        specs = metric_specs(metrics)
         if rank_cap is not None:
             rank_cap = validate_top_k(rank_cap)
-            if max(top_k, default=0) > rank_cap:
-                raise ValueError(
-                    f"rank_cap={rank_cap} is below K={max(top_k)} of top_k: HR@K and NDCG@K are"
-                    " only exact for K <= rank_cap"
-                )
-            if windows:
-                raise ValueError(
-                    f"windows {list(windows)} with rank_cap={rank_cap}: WPAUC needs every count,"
-                    " which counts cut at a rank cap do not give"
-                )
-        names = [f"hr@{k}" for k in top_k] + [f"ndcg@{k}" for k in top_k]
-        per_user: list[PerUserMetric] = [partial(hit_rate_from_ranks, k=k) for k in top_k]
-        per_user += [partial(ndcg_from_ranks, k=k) for k in top_k]
-        if rank_cap is None:
-            names.append("auc")
-            per_user.append(auc_from_ranks)
-        for index, window in enumerate(windows):
-            if (
-                isinstance(window, (str, bytes))
-                or not isinstance(window, Sequence)
-                or len(window) != 2
-            ):
-                raise ValueError(f"windows[{index}] must be a pair (alpha, d), got {window!r}")
-            alpha, d = validate_window(*window)
-            names.append(wpauc_key(alpha, d))
-            per_user.append(partial(windowed_partial_auc_from_ranks, alpha=alpha, d=d))
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"top_k and windows give duplicate metrics: {duplicates}")
-        super().__init__(per_user, **kwargs)
+            for spec in specs:
+                if spec.cutoff is None:
+                    raise ValueError(
+                        f"{spec.key} with rank_cap={rank_cap}: it needs every count, which"
+                        " counts cut at a rank cap do not give"
+                    )
+                if spec.cutoff > rank_cap:
+                    raise ValueError(
+                        f"rank_cap={rank_cap} is below K={spec.cutoff} of {spec.key}: a metric"
+                        " of the top K is only exact for K <= rank_cap"
+                    )
+        super().__init__(specs, **kwargs)
         self.rank_cap = rank_cap
         """Rank at which counts may be cut (``None``: exact counts only)."""
-        self.names = tuple(prefix + name for name in names)
+        self.specs = tuple(specs)
+        """The metrics, in the order of ``compute()``."""
+        self.names = tuple(prefix + spec.key for spec in specs)
         """The keys of ``compute()``, in order."""
+
+    def at_k(self) -> dict[str, list[tuple[int, str]]]:
+        """The metrics of the top K by family, each as ``(K, key)`` pairs by K (e.g.
+        ``{"hr": [(1, "val/hr@1"), (10, "val/hr@10")], "ndcg": [...]}``): what a figure of
+        metric@K against K draws."""
+        curves: dict[str, list[tuple[int, str]]] = {}
+        for spec, name in zip(self.specs, self.names, strict=True):
+            if spec.cutoff is not None:
+                curves.setdefault(spec.family, []).append((spec.cutoff, name))
+        return {family: sorted(points) for family, points in curves.items()}
 
     def _check_capped_counts(self, gt: Tensor, beyond_cap: Tensor | None) -> None:
         """Without a cap, refuse capped counts; with one, a user beyond it must have
