@@ -7,7 +7,7 @@ checks the cost at a real model's cache shape."""
 import pytest
 import torch
 
-from tests.test_decoding import (
+from tests.helpers.decoding import (
     END_TOKEN,
     PROMPT_LENGTHS,
     left_padded_prompts,
