@@ -18,7 +18,7 @@ from sklearn.metrics import adjusted_rand_score
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
-from tests.test_prepare import (
+from tests.helpers.prepare import (
     CATEGORY,
     STEM,
     raw_file_options,
