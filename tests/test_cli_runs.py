@@ -14,7 +14,7 @@ import torch
 import yaml
 from lightning.pytorch import Callback
 
-from tests.test_module import QUICKSTART, TINY_WORLD
+from tests.helpers.runs import QUICKSTART, TINY_WORLD
 from wpauc.cli import LOGGER_KEY, run_cli
 
 SFT = [

@@ -19,7 +19,7 @@ import yaml
 
 import wpauc.cli
 from tests.conftest import save_random_checkpoint
-from tests.test_module import TINY_WORLD
+from tests.helpers.runs import TINY_WORLD
 from wpauc.cli import WpaucCLI, run_cli
 from wpauc.data import RecDataModule
 from wpauc.models import TinyQwen2Policy

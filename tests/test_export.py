@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.test_module import tiny_args
+from tests.helpers.runs import tiny_args
 from tests.test_training_semantics import lora_args, standin  # noqa: F401 - a fixture
 from wpauc.cli import main, run_cli
 from wpauc.decoding import constrained_beam_search

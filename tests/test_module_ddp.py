@@ -17,7 +17,7 @@ import pytest
 from lightning.pytorch import Callback
 
 from tests.conftest import save_random_checkpoint
-from tests.test_module import REPO, TINY_WORLD, read_events, tiny_args
+from tests.helpers.runs import REPO, TINY_WORLD, read_events, tiny_args
 from wpauc.models import TinyQwen2Policy
 
 DDP = [

@@ -198,7 +198,7 @@ def test_load_runs_ties_runs_to_their_starts(tmp_path):
 def test_the_ranks_writer_saves_the_counts_behind_the_logged_test_metrics(tmp_path):
     """A tiny synthetic test run: the saved counts give back every logged metric, and the
     expected HR@K is the true mass of the policy's top K, recomputed here by sorting."""
-    from tests.test_module import QUICKSTART, TINY_WORLD
+    from tests.helpers.runs import QUICKSTART, TINY_WORLD
     from wpauc.cli import run_cli
     from wpauc.decoding import score_items
     from wpauc.metrics.functional import hit_rate_from_ranks, positive_ranks

@@ -16,7 +16,7 @@ from lightning.pytorch import Callback
 from peft import PeftModel
 
 from tests.conftest import save_random_checkpoint
-from tests.test_module import QUICKSTART, TINY_WORLD, final_weights, tiny_args
+from tests.helpers.runs import QUICKSTART, TINY_WORLD, final_weights, tiny_args
 from wpauc.cli import run_cli
 from wpauc.models import TinyQwen2Policy
 from wpauc.module import RecommenderModule
