@@ -51,3 +51,12 @@ def save_random_checkpoint(directory: Path, num_words: int, architecture: TinyQw
     architecture.build(tokenizer).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory) -> Path:
+    """A random stand-in for a pretrained checkpoint (its tokenizer lacks the code tokens)."""
+    architecture = TinyQwen2Policy(
+        num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64, seed=0
+    )
+    return save_random_checkpoint(tmp_path_factory.mktemp("standin"), 12, architecture)

@@ -15,20 +15,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.helpers.runs import tiny_args
-from tests.test_training_semantics import lora_args, standin  # noqa: F401 - a fixture
+from tests.helpers.runs import SFT_ONE_EPOCH, lora_args, tiny_args
 from wpauc.cli import main, run_cli
 from wpauc.decoding import constrained_beam_search
 from wpauc.evaluation import Beam
 from wpauc.export import RECOMMENDER_FILE, load_recommender
-
-SFT_ONE_EPOCH = [
-    "--model.objective=null",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--test_after_fit=false",
-]
 
 
 @pytest.fixture(scope="module")

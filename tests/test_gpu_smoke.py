@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from tests.conftest import REPO_ROOT, save_random_checkpoint, word_tokenizer
-from tests.test_training_semantics import ReferenceProbe, fit_with_probe, lora_args
+from tests.helpers.runs import ReferenceProbe, fit_with_probe, lora_args
 from wpauc.cli import main, run_cli
 from wpauc.export import load_recommender
 from wpauc.models import TinyQwen2Policy

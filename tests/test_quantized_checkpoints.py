@@ -21,8 +21,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tests.test_export import SFT_ONE_EPOCH
-from tests.test_training_semantics import lora_args, standin  # noqa: F401 - a fixture
+from tests.helpers.runs import SFT_ONE_EPOCH, lora_args
 from wpauc.cli import main, run_cli
 from wpauc.export import load_recommender
 from wpauc.models.provenance import (

@@ -12,92 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback
-from peft import PeftModel
 
-from tests.conftest import save_random_checkpoint
-from tests.helpers.runs import QUICKSTART, TINY_WORLD, final_weights, tiny_args
+from tests.helpers.runs import ReferenceProbe, final_weights, fit_with_probe, lora_args, tiny_args
 from wpauc.cli import run_cli
-from wpauc.models import TinyQwen2Policy
 from wpauc.module import RecommenderModule
 from wpauc.objectives import TAWinWPAUC
 from wpauc.schedules import WarmupCosine
-
-#: The tiny world and trainer settings without the tiny policy's own settings.
-WORLD = [argument for argument in TINY_WORLD if not argument.startswith("--model.policy")]
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory) -> Path:
-    """A random stand-in for a pretrained checkpoint (its tokenizer lacks the code tokens)."""
-    architecture = TinyQwen2Policy(
-        num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64, seed=0
-    )
-    return save_random_checkpoint(tmp_path_factory.mktemp("standin"), 12, architecture)
-
-
-def lora_args(root: Path, standin: Path, *extra: str) -> list[str]:
-    """Config arguments (no subcommand) of a LoRA run on the stand-in checkpoint: TAWin with a
-    KL term, a learning rate high enough for two SFT steps to move the code-token rows."""
-    return [
-        f"--config={QUICKSTART}",
-        *WORLD,
-        f"--trainer.default_root_dir={root}",
-        "--model.policy=wpauc.models.PretrainedPolicy",
-        f"--model.policy.init_args.path={standin}",
-        '--model.policy.init_args.lora={"r": 4, "dropout": 0.0}',
-        f"--data.tokenizer_path={standin}",
-        "--model.objective.init_args.target_k=3",
-        "--model.objective.init_args.window_width=3",
-        "--model.loss.beta=0.04",
-        "--model.optimizer.init_args.lr=0.05",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1",
-        *extra,
-    ]
-
-
-class ReferenceProbe(Callback):
-    """Logits of one validation prompt: of the policy when the SFT epochs end, and of the
-    reference, the policy and (LoRA) the policy with its adapter disabled (the pre-SFT base
-    model) when the first RL step starts."""
-
-    def __init__(self) -> None:
-        self.logits: dict[str, torch.Tensor] = {}
-
-    @staticmethod
-    def _logits(trainer, model: torch.nn.Module) -> torch.Tensor:
-        prompt = trainer.datamodule.dataset("valid")[0].input_ids
-        input_ids = torch.tensor([prompt], device=trainer.lightning_module.device)
-        with torch.no_grad():
-            return model(input_ids=input_ids).logits.float()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == pl_module.hparams.sft_epochs - 1:
-            pl_module.policy.eval()
-            self.logits["sft_end"] = self._logits(trainer, pl_module.policy)
-            pl_module.policy.train()
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not pl_module.in_rl_stage or "reference" in self.logits:
-            return
-        with pl_module.reference.activated() as reference:
-            self.logits["reference"] = self._logits(trainer, reference)
-        pl_module.policy.eval()
-        self.logits["policy"] = self._logits(trainer, pl_module.policy)
-        if isinstance(pl_module.policy, PeftModel):
-            with pl_module.policy.disable_adapter():
-                self.logits["base"] = self._logits(trainer, pl_module.policy)
-        pl_module.policy.train()
-
-
-def fit_with_probe(args: list[str]) -> tuple[object, ReferenceProbe]:
-    cli = run_cli(args, run=False)
-    probe = ReferenceProbe()
-    cli.trainer.callbacks.append(probe)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return cli, probe
-
 
 # ---- item 7: the KL reference under LoRA is the SFT start point ----------------------------
 
