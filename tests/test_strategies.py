@@ -22,8 +22,8 @@ from torch.distributed.fsdp import ShardingStrategy
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from tests.conftest import word_tokenizer
+from tests.helpers.ddp import fit
 from tests.helpers.runs import REPO
-from tests.test_module_ddp import fit
 from wpauc.data import RecDataModule, SyntheticSource
 from wpauc.models import TinyQwen2Policy
 from wpauc.module import RecommenderModule
