@@ -43,6 +43,7 @@ curves (experiments/README.md, rule 3); its control is `sft_matched` at the same
 CONTROL = "sft_matched"
 HEADLINE_METRICS = ("hr@1", "hr@10", "hr@20", "ndcg@10")
 ORACLE_METRICS = ("expected_hr@1", "expected_hr@10")
+TEST_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20", "ndcg@10", "auc")
 SWEEP_KS = (1, 3, 10, 20)
 SWEEP_WIDTHS = ("K", "1")
 SHIPPED = {
@@ -108,7 +109,8 @@ def selection_table(
     selected steps, and the test metrics of those steps (mean ± std over runs)."""
     groups = group_by_config(runs)
     ranked = sorted(groups.items(), key=lambda item: -config_score(item[1]))
-    test_columns = metric_columns(run.test for run in runs)  # the keys the runs hold
+    # the shown keys the runs hold (every WPAUC window of every run would not fit a page)
+    test_columns = [c for c in metric_columns(run.test for run in runs) if c in TEST_COLUMNS]
     lines = [
         f"#### {dataset}, {cohort}: every configuration, by the rule's score",
         "",
