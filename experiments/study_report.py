@@ -185,36 +185,27 @@ def summary_table(out: Path) -> list[str]:
     ]
     for dataset, runs in load_runs(out).items():
         seeded = split_cohorts(runs)[1]
-        if dataset not in HEADLINE or dataset not in all_starts or not seeded:
+        if dataset not in HEADLINE or dataset not in all_starts:
             continue
         starts, control, rl, rl_key = headline_arms(dataset, seeded, all_starts[dataset])
-        name = f"{rl_key[0]}, lr {rl_key[1]:g}, β {rl_key[2]:g}"
         rows = [
             (
-                "SFT start",
+                "start",
                 len(starts),
                 [
-                    f"{mean_std([start_metric(s, m) for s in starts.values()])[0]:.4f}"
+                    mean_text([start_metric(s, m) for s in starts.values()])
                     for m in HEADLINE_METRICS
                 ],
             ),
             (
-                f"{CONTROL}, lr {rl_key[1]:g}",
+                f"control, lr {rl_key[1]:g}",
                 len(control),
-                [
-                    f"{mean_std([run_metric(r, m) for r in control])[0]:.4f}"
-                    if control
-                    else "pending"
-                    for m in HEADLINE_METRICS
-                ],
+                [mean_text([run_metric(r, m) for r in control]) for m in HEADLINE_METRICS],
             ),
             (
-                name,
+                f"RL: {rl_key[0]}, lr {rl_key[1]:g}, β {rl_key[2]:g}",
                 len(rl),
-                [
-                    f"{mean_std([run_metric(r, m) for r in rl])[0]:.4f}" if rl else "pending"
-                    for m in HEADLINE_METRICS
-                ],
+                [mean_text([run_metric(r, m) for r in rl]) for m in HEADLINE_METRICS],
             ),
             (
                 "Δ RL − start",
@@ -236,6 +227,11 @@ def summary_table(out: Path) -> list[str]:
         for row, count, values in rows:
             lines.append(f"| {dataset} | {row} | {count} | " + " | ".join(values) + " |")
     return [*lines, ""]
+
+
+def mean_text(values: list[float]) -> str:
+    """The mean to 4 decimals, "pending" for no value."""
+    return f"{mean_std(values)[0]:.4f}" if values else "pending"
 
 
 def headline(dataset: str, runs: list[Run], starts: dict) -> list[str]:
