@@ -302,6 +302,27 @@ def run_metric(run: Run, metric: str) -> float:
     return float(per_user(load_counts(run.counts_path), metric).mean())
 
 
+def comparisons(dataset: str, runs: list[Run]) -> list[str]:
+    """Every configuration of the seeded starts against its starts and against the
+    headline RL variant (paired by start and RL seed): the intervals behind any claim."""
+    groups = group_by_config(runs)
+    rl = groups.get(HEADLINE.get(dataset), [])
+    lines = [
+        f"#### {dataset}: every configuration against the start and the headline RL row",
+        "",
+        "| configuration | runs | vs | " + " | ".join(m.upper() for m in HEADLINE_METRICS) + " |",
+        "|---|---|---" + "|---" * len(HEADLINE_METRICS) + "|",
+    ]
+    for key, group in groups.items():
+        for against, other in (("start", None), ("headline RL", rl)):
+            if other is not None and (not other or key == HEADLINE.get(dataset)):
+                continue
+            cells = [interval(paired_difference(group, other, m)) for m in HEADLINE_METRICS]
+            name = label(key).replace(" | ", " ")
+            lines.append(f"| {name} | {len(group)} | {against} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 # ---------------------------------------------------------------- steering
 def sweep_runs(runs: list[Run]) -> dict[tuple[str, float, float], dict[tuple[str, int], list[Run]]]:
     """Gated-TAWin sweep runs by (form, lr, β), then by (width "K" or "1", aimed K)."""
@@ -478,6 +499,7 @@ def report_lines(out: Path) -> list[str]:
             seeds = sorted({run.pair[1] for run in seeded})
             value = start_score(list(starts.values()), seeds)
             lines += headline(dataset, seeded, starts)
+            lines += comparisons(dataset, seeded)
             lines += steering(dataset, seeded)
             lines += window_matrix(dataset, seeded, starts)
             lines += selection_table(dataset, seeded, "from the seeded SFT starts", value)
