@@ -152,6 +152,8 @@ def test_the_report_writes_the_headline_with_paired_intervals(tmp_path):
     assert "| HR@10 (aimed at 10) | +0.2500 [+0.0000, +0.7500] n.d. | - |" in text
     assert "| tawin_gated 0.0003 0.04 | 4 |" in text  # the window matrix
     assert "| synthetic | Δ RL − start | 4 | +1.0000 [+1.0000, +1.0000] |" in text  # summary
+    # aimed at 1 against the headline run of the same start and seed: HR@1 0.75 against 1
+    assert "| sweep_tawin_gated_k1 0.0003 0.04 | 2 | headline RL | -0.2500 [" in text
     assert (out / "synthetic_starts_curves.png").exists()
 
 
