@@ -362,9 +362,8 @@ class StepTimer(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         seconds = self._seconds()
         tokens = int(batch["attention_mask"].sum())
-        if pl_module.in_rl_stage and pl_module.last_group is not None:
-            _, mask = pl_module.last_group.completions(pl_module.trie)
-            tokens += int(mask.sum())
+        if pl_module.in_rl_stage and pl_module.last_rollout is not None:
+            tokens += int(pl_module.last_rollout.token_mask.sum())
         else:
             tokens += int(batch["target_code_mask"].sum())
         self.steps.append(self._record(seconds, len(batch["target"]), tokens))
@@ -742,8 +741,8 @@ class Bench:
             state["cli"] = cli
             cli.trainer.fit(cli.model, datamodule=self.datamodule)
             timer.counter.detach()
-            group = cli.model.last_group
-            size = "" if group is None else f", group {group.items.shape[1]}"
+            rollout = cli.model.last_rollout
+            size = "" if rollout is None else f", group {rollout.group.items.shape[1]}"
             return {
                 **self.steps_summary(timer, "s/step"),
                 "notes": f"batch {args.rl_batch_size}{size}",
@@ -833,7 +832,7 @@ class Bench:
             module = cli.model
             device = torch.device("cuda" if self.cuda else "cpu")
             with device:
-                module.build(self.datamodule)
+                module.build(self.datamodule.catalog_context())
             policy = module.policy.to(device).eval()
             trie = module.trie.to(device)
             codes = self.datamodule.item_codes

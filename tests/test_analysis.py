@@ -16,7 +16,7 @@ from wpauc.analysis import (
     tabular_log_prob_update,
 )
 from wpauc.decoding import ScoreTable
-from wpauc.objectives import BeamPAUC, PolicyLoss, RolloutContext, TAWinWPAUC
+from wpauc.objectives import BeamPAUC, PolicyLoss, Rollout, RolloutContext, TAWinWPAUC
 
 P = torch.tensor([0.30, 0.25, 0.20, 0.15, 0.10, 0.0])
 LOG_PI = torch.tensor([-1.0, -1.5, -2.0, -2.5, -3.0, -3.5])  # pi ranks items 0, 1, 2, ...
@@ -61,9 +61,7 @@ def test_expected_update_is_the_loss_gradient_for_a_certain_positive():
     group = objective.group(RolloutContext(ScoreTable(scores.detach()[None]), target))
     advantages = NO_EPS.advantages(group)
     logp = scores[group.items].unsqueeze(-1)  # one-token codes
-    loss, _ = PolicyLoss(beta=0.0)(
-        logp, None, None, group, advantages, group.member_mask[..., None]
-    )
+    loss, _ = PolicyLoss(beta=0.0)(logp, Rollout(group, advantages, group.member_mask[..., None]))
     (gradient,) = torch.autograd.grad(loss, scores)
     one_hot = torch.zeros(6)
     one_hot[3] = 1.0
@@ -136,9 +134,8 @@ def expected_loss_gradient(objective, true_probs, scores):
         )
         advantages = PolicyLoss().advantages(group)
         logp = scores[group.items].unsqueeze(-1)
-        loss, _ = PolicyLoss(beta=0.0)(
-            logp, None, None, group, advantages, group.member_mask[..., None]
-        )
+        rollout = Rollout(group, advantages, group.member_mask[..., None])
+        loss, _ = PolicyLoss(beta=0.0)(logp, rollout)
         total = total + true_probs[positive].float() * loss
     (gradient,) = torch.autograd.grad(total, scores)
     return -gradient.double()

@@ -298,4 +298,4 @@ def test_a_new_objective_is_its_class_and_its_piece(tmp_path, monkeypatch):
     )
     assert type(cli.model.objective).__name__ == "TopNegatives"
     assert cli.trainer.global_step == 1
-    assert cli.model.last_group.items.shape[-1] == 1 + 3
+    assert cli.model.last_rollout.group.items.shape[-1] == 1 + 3

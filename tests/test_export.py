@@ -76,6 +76,10 @@ def test_export_round_trip_gives_the_checkpoint_logits_and_top_k(tiny_export):
     for item, code in zip(description["items"], codes, strict=True):
         assert item["code_ids"] == code == tokenizer.convert_tokens_to_ids(item["code_tokens"])
     assert description["catalog"] == cli.model.catalog_record
+    # the loader's prompts are the data module's (the same template, limits and codes)
+    prompts = load_recommender(output).prompts
+    for sample in cli.datamodule.data.test[:8]:
+        assert prompts.encode(sample.history) == cli.datamodule.prompt_ids(sample)
 
 
 def test_lora_export_is_merged_and_gives_the_same_logits_and_top_k(tmp_path, standin):  # noqa: F811

@@ -252,7 +252,8 @@ def real_shape_settings(evaluation: str, trainer: list[str]) -> list[str]:
 def test_validation_at_qwen2_5_0_5b_shape_finishes(evaluation, qwen2_5_0_5b, tmp_path):
     settings = real_shape_settings(evaluation, ON_GPU)
     cli = run_cli(lora_args(tmp_path, qwen2_5_0_5b, *settings), run=False)
-    cli.model.build(cli.datamodule)  # loading the checkpoint is not the validation's cost
+    # loading the checkpoint is not the validation's cost
+    cli.model.build(cli.datamodule.catalog_context())
     assert cli.model.policy.config.vocab_size >= QWEN2_5_0_5B["vocab_size"]
     started = time.perf_counter()
     results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]

@@ -16,7 +16,8 @@ from tests.helpers.runs import final_weights, read_events, tiny_args
 from wpauc.cli import run_cli
 from wpauc.decoding import constrained_beam_search, score_items
 from wpauc.metrics import RankingMetrics
-from wpauc.objectives import PolicyLoss
+from wpauc.module import RecommenderModule
+from wpauc.objectives import PolicyLoss, TAWinWPAUC
 
 
 def test_sft_then_rl_logs_losses_rollout_stats_metrics_histogram_and_figure(tmp_path):
@@ -60,6 +61,27 @@ def test_sft_then_rl_logs_losses_rollout_stats_metrics_histogram_and_figure(tmp_
     assert "train/positive_rank_in_rollout" in events.Tags()["histograms"]
     assert "val/metrics_at_k" in events.Tags()["images"]
     assert cli.trainer.global_step == 9  # 3 SFT steps, then 3 RL steps of 2 updates each
+    # the last RL step's record, as the callbacks read it: the loss's own advantages, and
+    # the log-probs of rollout time (2 updates per rollout, a KL term)
+    rollout = cli.model.last_rollout
+    torch.testing.assert_close(rollout.advantages, cli.model.loss.advantages(rollout.group))
+    assert rollout.old_logp is not None and rollout.ref_logp is not None
+
+
+@pytest.mark.parametrize(
+    ("with_objective", "sft_epochs", "stages"),
+    [
+        (False, 2, [("SFTStage", 0)]),  # no objective: every epoch is SFT
+        (True, 0, [("RLStage", 0)]),
+        (True, 2, [("SFTStage", 0), ("RLStage", 2)]),
+    ],
+)
+def test_the_stages_of_a_run_follow_the_objective_and_sft_epochs(
+    with_objective, sft_epochs, stages
+):
+    objective = TAWinWPAUC(target_k=3, window_width=3) if with_objective else None
+    module = RecommenderModule(objective=objective, sft_epochs=sft_epochs)
+    assert [(type(stage).__name__, stage.first_epoch) for stage in module.stages] == stages
 
 
 def test_rl_logs_no_scalar_that_is_constant_by_construction(tmp_path):
@@ -289,7 +311,7 @@ def test_bad_evaluation_metrics_name_the_key_before_training(tmp_path, override,
 def built_module(tmp_path: Path, *extra: str):
     """The module of the tiny world's config, built (policy, trie, metrics), not run."""
     cli = run_cli(tiny_args(tmp_path, *extra)[1:], run=False)
-    cli.model.build(cli.datamodule)
+    cli.model.build(cli.datamodule.catalog_context())
     return cli.model
 
 

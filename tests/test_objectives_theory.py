@@ -15,7 +15,14 @@ from wpauc.decoding import (
     constrained_beam_search,
     score_items,
 )
-from wpauc.objectives import GRPOAUC, PolicyLoss, RolloutContext, TAWinWPAUC, grpo_advantages
+from wpauc.objectives import (
+    GRPOAUC,
+    PolicyLoss,
+    Rollout,
+    RolloutContext,
+    TAWinWPAUC,
+    grpo_advantages,
+)
 
 VOCAB = 40
 FIRST_CODE_TOKEN = 10
@@ -73,7 +80,7 @@ def test_grpo_loss_gradient_is_the_pairwise_auc_surrogate_gradient(code_length):
     logp = completion_logprobs(
         model, prompts, torch.ones_like(prompts), completions, completion_mask
     )
-    loss, _ = PolicyLoss(beta=0.0)(logp, None, None, group, advantages, completion_mask)
+    loss, _ = PolicyLoss(beta=0.0)(logp, Rollout(group, advantages, completion_mask))
     grpo_gradients = torch.autograd.grad(loss, parameters)
 
     # -(1 / (G sqrt(m))) sum_j (s+ - s_j) with s the summed code log-prob, averaged over contexts.

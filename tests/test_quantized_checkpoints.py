@@ -144,7 +144,7 @@ def rl_from(root: Path, standin: Path, checkpoint: Path):  # noqa: F811
         lora_args(root, standin, f"--model.init_from={checkpoint}", "--model.sft_epochs=0"),
         run=False,
     )
-    cli.model.build(cli.datamodule)
+    cli.model.build(cli.datamodule.catalog_context())
     return cli.model
 
 

@@ -96,11 +96,12 @@ class RankingPlots(Callback):
     """
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        group = pl_module.last_group
-        if group is None or "positive_rank" not in group.stats:
+        rollout = pl_module.last_rollout
+        if rollout is None or "positive_rank" not in rollout.group.stats:
             return
         if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
-            self._histogram(trainer, "train/positive_rank_in_rollout", group.stats["positive_rank"])
+            ranks = rollout.group.stats["positive_rank"]
+            self._histogram(trainer, "train/positive_rank_in_rollout", ranks)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:

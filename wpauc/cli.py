@@ -26,6 +26,7 @@ A run is one folder, ``trainer.default_root_dir``; the CLI keeps it one run:
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from wpauc.callbacks import RankingPlots
 from wpauc.data.datamodule import RecDataModule
-from wpauc.export import export_command
+from wpauc.export import export_recommender
 from wpauc.module import RecommenderModule
 from wpauc.prepare.command_line import COMMANDS, describe_commands, run_command
 
@@ -195,6 +196,50 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> WpaucCLI:
         args=args,
         run=run,
     )
+
+
+def export_command(argv: Sequence[str], prog: str = "wpauc export") -> Path:
+    """``wpauc export``: parse the arguments, build the run's module and data from its
+    config, and export the checkpoint (`wpauc.export.export_recommender`).
+
+    Args:
+        argv: ``--ckpt_path``, ``--output_dir`` and the config arguments of ``wpauc test``
+            (``--config`` and overrides).
+        prog: the program name shown in ``--help`` and error messages.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Export a checkpoint as a plain Hugging Face directory (LoRA merged, safetensors,"
+            " tokenizer with the code tokens, the item-code map in wpauc_recommender.json)."
+            " Every other argument is a config argument, as for 'wpauc test' on the same"
+            " checkpoint: --config <run config> and overrides."
+        ),
+    )
+    parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
+    parser.add_argument("--output_dir", required=True, help="a new or empty folder")
+    args, config_args = parser.parse_known_args(argv)
+    # the export builds the policy on this machine's CPU (a 4/8-bit policy in full
+    # precision); init_from and the reference would only load weights the checkpoint replaces
+    cli = run_cli(
+        [
+            *config_args,
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.num_nodes=1",
+            "--trainer.strategy=auto",
+            "--trainer.logger=false",
+            "--model.init_from=null",
+            "--model.loss.beta=0",
+        ],
+        run=False,
+    )
+    try:
+        output = export_recommender(cli.model, cli.datamodule, args.ckpt_path, args.output_dir)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        raise SystemExit(f"{prog}: error: {error}") from error
+    print(f"{prog}: wrote {output}")
+    return output
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -28,7 +28,6 @@ exported codes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import json
@@ -44,12 +43,13 @@ from transformers import AutoModelForCausalLM
 
 from wpauc.data import (
     Catalog,
+    CatalogContext,
     ItemCodec,
+    PromptEncoder,
     PromptTemplate,
-    RecData,
     RecDataModule,
-    RecSource,
-    Sample,
+    build_tokenizer,
+    pad_prompts,
 )
 from wpauc.decoding import ItemTrie
 from wpauc.evaluation import EvaluationProtocol, Exact
@@ -108,13 +108,13 @@ def _full_precision(builder):
     return dataclasses.replace(builder, quantization=None)
 
 
-def _plain_model(module, datamodule: RecDataModule) -> nn.Module:
+def _plain_model(module, context: CatalogContext) -> nn.Module:
     """The module's policy as a plain Hugging Face causal LM, any LoRA adapter merged (into
     the full-precision base model when the base weights are 4/8-bit).
 
     Args:
         module: the built `RecommenderModule` holding the checkpoint's weights.
-        datamodule: its data module (tokenizer and item codes, to rebuild a policy that was
+        context: its catalog context (tokenizer and item codes, to rebuild a policy that was
             built quantized in full precision).
     """
     policy = module.policy
@@ -122,7 +122,7 @@ def _plain_model(module, datamodule: RecDataModule) -> nn.Module:
         return policy
     builder = _full_precision(module.policy_builder)
     if builder is not module.policy_builder:  # built quantized before export_recommender
-        full_precision = builder.build(datamodule.tokenizer, datamodule.item_codes)
+        full_precision = builder.build(context.tokenizer, context.item_codes)
         target = full_precision.state_dict()
         full_precision.load_state_dict(
             frozen_base_from_policy(policy.state_dict(), target, "the quantized policy")
@@ -151,14 +151,14 @@ def export_recommender(
     # the full-precision base of its path (no bitsandbytes, no GPU) to merge them into
     if module.policy is None:
         module.policy_builder = _full_precision(module.policy_builder)
-    module.build(datamodule)
+    context = datamodule.catalog_context()
+    module.build(context)
     module.load_policy_weights(str(ckpt_path), key="ckpt_path")
-    model = _plain_model(module, datamodule)
+    model = _plain_model(module, context)
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
-    datamodule.tokenizer.save_pretrained(output)
-    catalog = datamodule.catalog
-    tokenizer = datamodule.tokenizer
+    catalog, tokenizer = context.catalog, context.tokenizer
+    tokenizer.save_pretrained(output)
     items = [
         {
             "item_id": item_id,
@@ -168,7 +168,7 @@ def export_recommender(
             "code_ids": list(code),
         }
         for index, (item_id, code) in enumerate(
-            zip(catalog.item_ids, datamodule.item_codes, strict=True)
+            zip(catalog.item_ids, context.item_codes, strict=True)
         )
     ]
     description = {
@@ -187,17 +187,6 @@ def export_recommender(
 
 
 @dataclass
-class _ExportedCatalog(RecSource):
-    """A data source with the exported catalog and no samples (prompts only)."""
-
-    catalog: Catalog
-    """The exported items."""
-
-    def load(self) -> RecData:
-        return RecData(self.catalog, train=[], valid=[], test=[])
-
-
-@dataclass
 class Recommender:
     """An exported recommender: the causal LM, its prompts and the item trie.
 
@@ -206,8 +195,9 @@ class Recommender:
 
     model: nn.Module
     """The Hugging Face causal LM (eval mode)."""
-    prompts: RecDataModule
-    """Builds prompts as in training (template, tokenizer, ``max_history``, prompt limit)."""
+    prompts: PromptEncoder
+    """Builds prompts as in training (template, catalog, codes, tokenizer, ``max_history``,
+    prompt limit)."""
     trie: ItemTrie
     """The catalog's codes, on the model's device."""
     renormalize: bool
@@ -231,14 +221,17 @@ class Recommender:
                 ``max_history`` are used).
             k: how many items; between 1 and the number of items.
         """
-        catalog = self.prompts.catalog
+        prompts = self.prompts
+        catalog = prompts.catalog
         history = tuple(catalog.index_of(item_id) for item_id in history_item_ids)
-        batch = self.prompts.batch_for([Sample(user="", history=history, target=0)])
+        input_ids, attention_mask = pad_prompts(
+            [prompts.encode(history, "the history")], prompts.tokenizer.pad_token_id
+        )
         device = self.trie.node_token.device
         items, _ = self.evaluation.recommend(
             self.model,
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
+            input_ids.to(device),
+            attention_mask.to(device),
             self.trie,
             self.renormalize,
             k,
@@ -273,22 +266,26 @@ def load_recommender(
         titles=tuple(item["title"] for item in items),
         sids=None if sids[0] is None else tuple(tuple(sid) for sid in sids),
     )
-    prompts = RecDataModule(
-        _ExportedCatalog(catalog),
-        codec=_instantiate(description["codec"], ItemCodec, f"{path}: codec"),
-        template=_instantiate(description["template"], PromptTemplate, f"{path}: template"),
-        tokenizer_path=str(directory),
-        max_history=description["max_history"],
-        max_prompt_tokens=description["max_prompt_tokens"],
-    )
-    prompts.setup()
+    codec = _instantiate(description["codec"], ItemCodec, f"{path}: codec")
+    template = _instantiate(description["template"], PromptTemplate, f"{path}: template")
+    # the codes as training gave them: the codec's tokens added to the exported tokenizer
+    tokenizer = build_tokenizer(catalog, codec, str(directory))
+    item_codes = codec.encode(catalog, tokenizer)
     exported_codes = [item["code_ids"] for item in items]
-    if prompts.item_codes != exported_codes:
+    if item_codes != exported_codes:
         raise ValueError(f"{directory}: its tokenizer does not give the exported item codes")
     check_catalog(
         description["catalog"],
-        catalog_record(catalog.item_ids, exported_codes, prompts.tokenizer, "this export"),
+        catalog_record(catalog.item_ids, exported_codes, tokenizer, "this export"),
         f"{path}",
+    )
+    prompts = PromptEncoder(
+        template,
+        catalog,
+        item_codes,
+        tokenizer,
+        description["max_history"],
+        description["max_prompt_tokens"],
     )
     model = AutoModelForCausalLM.from_pretrained(
         directory, local_files_only=True, **({} if dtype is None else {"dtype": dtype})
@@ -299,49 +296,3 @@ def load_recommender(
         trie=ItemTrie.from_codes(exported_codes).to(device),
         renormalize=description["renormalize"],
     )
-
-
-def export_command(argv: Sequence[str], prog: str = "wpauc export") -> Path:
-    """``wpauc export``: parse the arguments, build the run's module and data from its
-    config, and export the checkpoint.
-
-    Args:
-        argv: ``--ckpt_path``, ``--output_dir`` and the config arguments of ``wpauc test``
-            (``--config`` and overrides).
-        prog: the program name shown in ``--help`` and error messages.
-    """
-    from wpauc.cli import run_cli  # the CLI imports this module for its dispatch
-
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=(
-            "Export a checkpoint as a plain Hugging Face directory (LoRA merged, safetensors,"
-            " tokenizer with the code tokens, the item-code map in wpauc_recommender.json)."
-            " Every other argument is a config argument, as for 'wpauc test' on the same"
-            " checkpoint: --config <run config> and overrides."
-        ),
-    )
-    parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
-    parser.add_argument("--output_dir", required=True, help="a new or empty folder")
-    args, config_args = parser.parse_known_args(argv)
-    # the export builds the policy on this machine's CPU (a 4/8-bit policy in full
-    # precision); init_from and the reference would only load weights the checkpoint replaces
-    cli = run_cli(
-        [
-            *config_args,
-            "--trainer.accelerator=cpu",
-            "--trainer.devices=1",
-            "--trainer.num_nodes=1",
-            "--trainer.strategy=auto",
-            "--trainer.logger=false",
-            "--model.init_from=null",
-            "--model.loss.beta=0",
-        ],
-        run=False,
-    )
-    try:
-        output = export_recommender(cli.model, cli.datamodule, args.ckpt_path, args.output_dir)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        raise SystemExit(f"{prog}: error: {error}") from error
-    print(f"{prog}: wrote {output}")
-    return output

@@ -2,10 +2,11 @@
 
 The module orchestrates; the maths lives elsewhere: item scores and log-probs in
 :mod:`wpauc.decoding`, losses and rollouts in :mod:`wpauc.objectives`, the evaluation
-protocols in :mod:`wpauc.evaluation`, ranking metrics in :mod:`wpauc.metrics`. One run can
-do both stages: the first ``sft_epochs`` epochs are supervised (next-item NLL of the target
-code), the rest optimise ``objective``; with no objective every epoch is SFT. An RL-only run
-starts from an SFT checkpoint (``init_from``).
+protocols in :mod:`wpauc.evaluation`, ranking metrics in :mod:`wpauc.metrics`. It is built
+from the data module's `wpauc.data.CatalogContext`. One run can do both stages
+(:mod:`wpauc.stages`): the first ``sft_epochs`` epochs are supervised (next-item NLL of the
+target code), the rest optimise ``objective``; with no objective every epoch is SFT. An
+RL-only run starts from an SFT checkpoint (``init_from``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
-from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
 from wpauc.analysis import DIAGNOSTICS, distribution_diagnostics
-from wpauc.decoding import ItemTrie, PolicyScorer, completion_logprobs, score_items
+from wpauc.data import CatalogContext
+from wpauc.decoding import ItemTrie, score_items
 from wpauc.evaluation import EvaluationProtocol, Exact
 from wpauc.metrics import DEFAULT_METRICS, MetricSpec, RankingMetrics, WPAUCSpec, metric_specs
 from wpauc.models import PolicyBuilder, ReferenceModel, TinyQwen2Policy
@@ -32,9 +33,10 @@ from wpauc.models.provenance import (
     check_catalog,
     load_policy_weights,
 )
-from wpauc.objectives import Group, Objective, PolicyLoss, RolloutContext, group_statistics
+from wpauc.objectives import Objective, PolicyLoss, Rollout
 from wpauc.scaling import check_strategy
 from wpauc.schedules import WarmupCosine
+from wpauc.stages import RLStage, Stage, training_stages
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -116,17 +118,16 @@ class RecommenderModule(L.LightningModule):
             raise ValueError(f"model.sft_epochs must be >= 0, got {sft_epochs}")
         if rl_learning_rate is not None and rl_learning_rate <= 0:
             raise ValueError(f"model.rl_learning_rate must be > 0, got {rl_learning_rate}")
-        if objective is not None:
-            try:
-                objective.check_scoring(renormalize)
-            except ValueError as error:
-                raise ValueError(f"model.objective: {error}") from None
-        if rl_learning_rate is not None and scheduler is not None and objective is not None:
-            raise ValueError(
-                "model.rl_learning_rate cannot be combined with model.scheduler: the scheduler"
-                " sets the learning rate at every step and would replace it. Leave"
-                " model.rl_learning_rate null and give the RL stage its rate in the schedule"
-            )
+        self.stages: tuple[Stage, ...] = training_stages(
+            objective,
+            loss,
+            sft_epochs,
+            rl_learning_rate,
+            renormalize,
+            rollout_seed,
+            scheduled=scheduler is not None,
+        )
+        """The training stages, in order of their first epoch (`wpauc.stages`)."""
         self.save_hyperparameters(
             ignore=["policy", "objective", "loss", "evaluation", "optimizer", "scheduler"]
         )
@@ -145,8 +146,8 @@ class RecommenderModule(L.LightningModule):
         self.evaluation_ranks: list[torch.Tensor] = []
         """Positive ranks (``ge``) of the current validation/test epoch, for the callbacks
         (the protocol's ``rank_cap`` where the rank is only known to be at least the cap)."""
-        self.last_group: Group | None = None
-        """The last RL step's groups, for the callbacks."""
+        self.last_rollout: Rollout | None = None
+        """The last RL step's rollout (its groups and advantages), for the callbacks."""
         self.val_diagnostics = torch.nn.ModuleDict({name: MeanMetric() for name in DIAGNOSTICS})
         self.diagnosed_samples = 0
         self.oracle_probs: torch.Tensor | None = None
@@ -155,28 +156,22 @@ class RecommenderModule(L.LightningModule):
         """The catalog of the data (see `wpauc.models.provenance`), saved in checkpoints."""
 
     # ------------------------------------------------------------------ building
-    def build(self, datamodule) -> None:
-        """Build policy, reference and trie from a set-up data module (idempotent).
+    def build(self, context: CatalogContext) -> None:
+        """Build policy, reference and trie from the data's catalog context (idempotent).
 
-        Lightning calls this through :meth:`configure_model`; notebooks call it directly.
+        Lightning calls this through :meth:`configure_model`; notebooks call it directly
+        with ``datamodule.catalog_context()``.
         """
         if self.policy is not None:
             return
-        datamodule.setup("fit")
-        self.oracle_probs = (datamodule.data.true_next_item_probs or {}).get("valid")
+        self.oracle_probs = context.valid_next_item_probs
         self.catalog_record = catalog_record(
-            datamodule.catalog.item_ids,
-            datamodule.item_codes,
-            datamodule.tokenizer,
-            f"{datamodule.source!r} with {type(datamodule.codec).__name__}",
+            context.catalog.item_ids, context.item_codes, context.tokenizer, context.description
         )
-        self.policy = self.policy_builder.build(datamodule.tokenizer, datamodule.item_codes)
-        self.trie = ItemTrie.from_codes(datamodule.item_codes)
-        if self.objective is not None:
-            try:
-                self.objective.check_catalog(self.trie.num_items)
-            except ValueError as error:
-                raise ValueError(f"model.objective: {error}") from None
+        self.policy = self.policy_builder.build(context.tokenizer, context.item_codes)
+        self.trie = ItemTrie.from_codes(context.item_codes)
+        for stage in self.stages:
+            stage.check_catalog(self.trie.num_items)
         specs = self.evaluation.reported_metrics(self._metric_specs(self.trie.num_items - 1))
         rank_cap = self.evaluation.rank_cap
         try:
@@ -186,7 +181,7 @@ class RecommenderModule(L.LightningModule):
         self.test_metrics = RankingMetrics(specs, "test/", rank_cap)
         if self.hparams.init_from:
             self.load_policy_weights(self.hparams.init_from)
-        if self.objective is not None and self.loss.beta > 0:
+        if any(stage.needs_reference for stage in self.stages):
             # the policy's weights now: the SFT start point of RL from init_from (under LoRA a
             # snapshot of the adapter and code-token rows, not the pre-SFT base model)
             self.reference = ReferenceModel(self.policy)
@@ -195,15 +190,14 @@ class RecommenderModule(L.LightningModule):
         """``metrics`` plus the WPAUC of the objective's own window (TAWin), so its target is
         logged (unless ``metrics`` holds its key already)."""
         specs = metric_specs(self.hparams.metrics)
-        objective_windows = [] if self.objective is None else self.objective.logged_windows()
-        for window in objective_windows:
+        for window in (window for stage in self.stages for window in stage.logged_windows()):
             spec = WPAUCSpec(*window.fractions(num_negatives))
             if spec.key not in {configured.key for configured in specs}:
                 specs.append(spec)
         return specs
 
     def configure_model(self) -> None:
-        self.build(self.trainer.datamodule)
+        self.build(self.trainer.datamodule.catalog_context())
         check_strategy(
             self.trainer.strategy,
             lora_reference=self.reference is not None and self.reference.shares_policy_weights,
@@ -236,14 +230,8 @@ class RecommenderModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        max_epochs = self.trainer.max_epochs
-        if self.objective is not None and max_epochs not in (None, -1):
-            if self.hparams.sft_epochs >= max_epochs:
-                rank_zero_warn(
-                    f"model.sft_epochs={self.hparams.sft_epochs} >= trainer.max_epochs="
-                    f"{max_epochs}: every epoch is SFT and the RL stage (model.objective) never"
-                    " runs; raise trainer.max_epochs, or set model.objective: null for SFT only"
-                )
+        for stage in self.stages:
+            stage.check_epochs(self.trainer.max_epochs)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
@@ -254,27 +242,20 @@ class RecommenderModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     @property
+    def current_stage(self) -> Stage:
+        """The stage of the current epoch."""
+        return [stage for stage in self.stages if stage.first_epoch <= self.current_epoch][-1]
+
+    @property
     def in_rl_stage(self) -> bool:
-        return self.objective is not None and self.current_epoch >= self.hparams.sft_epochs
+        return isinstance(self.current_stage, RLStage)
 
     def on_train_epoch_start(self) -> None:
-        """Start the RL stage at epoch ``sft_epochs``: after SFT epochs the reference becomes
-        the SFT-trained policy and the optimizer's moments are reset; ``rl_learning_rate``,
-        when set, becomes every parameter group's learning rate. (Lightning does not run this
-        hook again when it resumes inside an epoch: the checkpoint's reference, optimizer
-        state and learning rate are kept.)"""
-        if self.objective is None or self.current_epoch != self.hparams.sft_epochs:
-            return
-        optimizer = self.optimizers().optimizer
-        if self.hparams.sft_epochs > 0:
-            if self.reference is not None:
-                self.reference.refresh()
-            optimizer.state.clear()
-        if self.hparams.rl_learning_rate is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = self.hparams.rl_learning_rate
+        """Start the stage whose first epoch this is (`wpauc.stages.Stage.start`)."""
+        if self.current_stage.first_epoch == self.current_epoch:
+            self.current_stage.start(self)
 
-    def _update(self, loss: torch.Tensor) -> torch.Tensor | None:
+    def update_policy(self, loss: torch.Tensor) -> torch.Tensor | None:
         """One optimizer step on ``loss`` (clip, step, schedule); returns the gradient norm
         before clipping (None under DeepSpeed, see `_clip_gradients`)."""
         optimizer = self.optimizers()
@@ -314,91 +295,9 @@ class RecommenderModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=max_norm)
         return grad_norm.detach()
 
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            if not torch.isfinite(value).all():
-                first_values = value.detach().float().flatten()[:4].tolist()
-                raise FloatingPointError(
-                    f"non-finite {name} ({first_values}) at global step {self.global_step} "
-                    f"(epoch {self.current_epoch}); stopping before the update"
-                )
-
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self.in_rl_stage:
-            self._rl_step(batch)
-        else:
-            self._sft_step(batch)
-
-    def _sft_step(self, batch: dict[str, torch.Tensor]) -> None:
-        code = batch["target_code"][:, None, :]
-        code_mask = batch["target_code_mask"][:, None, :]
-        logp = completion_logprobs(
-            self.policy, batch["input_ids"], batch["attention_mask"], code, code_mask
-        )
-        loss = -(logp * code_mask).sum() / code_mask.sum()
-        self._check_finite({"sft/loss": loss})
-        self._update(loss)
-        self.log("train/sft_loss", loss, prog_bar=True, batch_size=code.shape[0])
-
-    def _rollout_generator(self) -> torch.Generator:
-        # Keyed by seed, step and rank: reproducible and resumable without saving RNG state.
-        key = (self.hparams.rollout_seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank
-        return torch.Generator(device="cpu").manual_seed(key)
-
-    def _rl_step(self, batch: dict[str, torch.Tensor]) -> None:
-        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        scorer = PolicyScorer(
-            self.policy, input_ids, attention_mask, self.trie, self.hparams.renormalize
-        )
-        context = RolloutContext(scorer, batch["target"], self._rollout_generator())
-        group = self.objective.group(context)
-        advantages = self.loss.advantages(group)
-        completions, token_mask = group.completions(self.trie)
-
-        def logprobs(model: torch.nn.Module) -> torch.Tensor:
-            return completion_logprobs(model, input_ids, attention_mask, completions, token_mask)
-
-        ref_logp = old_logp = None
-        if self.reference is not None:
-            with torch.no_grad(), self.reference.activated() as reference:
-                ref_logp = logprobs(reference)
-        if self.loss.num_iterations > 1:
-            with torch.no_grad():
-                old_logp = logprobs(self.policy)
-        for _ in range(self.loss.num_iterations):
-            # old_logp None (one iteration): policy_loss uses logp.detach(), ratio 1 in value
-            loss, stats = self.loss(
-                logprobs(self.policy), old_logp, ref_logp, group, advantages, token_mask
-            )
-            self._check_finite({"rl/loss": loss, **{f"rl/{k}": v for k, v in stats.items()}})
-            grad_norm = self._update(loss)
-        self.last_group = group
-        batch_size = input_ids.shape[0]
-        logged = {
-            **self._informative_loss_stats(loss, stats),
-            **group_statistics(group, advantages),
-            **{name: value for name, value in group.stats.items() if value.ndim == 0},
-        }
-        if grad_norm is not None:
-            logged["grad_norm"] = grad_norm
-        self.log("train/surrogate", logged.pop("surrogate"), prog_bar=True, batch_size=batch_size)
-        self.log_dict({f"train/{k}": v for k, v in logged.items()}, batch_size=batch_size)
-
-    def _informative_loss_stats(
-        self, loss: torch.Tensor, stats: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        """The loss statistics that can vary in this configuration: with one update per
-        rollout the ratio is 1 (no clipping, and the clipped term's value is 0 whatever the
-        gradient), and with beta = 0 there is no KL."""
-        kept = {"surrogate": stats["surrogate"]}
-        if self.loss.num_iterations > 1:
-            kept.update({k: stats[k] for k in ("pg_loss", "clip_ratio", "ratio_mean")})
-        if self.loss.beta > 0:
-            kept["kl"] = stats["kl"]
-        if len(kept) > 1:
-            kept["rl_loss"] = loss.detach()
-        return kept
+        self.current_stage.step(self, batch)
 
     # ------------------------------------------------------------------ evaluation
     def _evaluation_step(

@@ -29,7 +29,7 @@ class ShardRecorder(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         record = {"stage": "train", "batch": batch_idx, "samples": batch["sample_index"].tolist()}
         if pl_module.in_rl_stage:
-            group = pl_module.last_group
+            group = pl_module.last_rollout.group
             record["targets"] = batch["target"].tolist()
             record["group_positives"] = [
                 items[mask].tolist()

@@ -9,21 +9,29 @@ from wpauc.data.codecs import (
     read_sid_index,
     resolve_sid_collisions,
 )
-from wpauc.data.datamodule import PromptExample, RecDataModule, collate
+from wpauc.data.context import CatalogContext
+from wpauc.data.datamodule import PromptExample, RecDataModule, collate, pad_prompts
 from wpauc.data.files import DataFileError
 from wpauc.data.readers import D3Source, MiniOneRecSource, RecSource
 from wpauc.data.synthetic import SyntheticSource, bayes_optimal_scores
-from wpauc.data.templates import CodeOnlyTemplate, NaturalLanguageTemplate, PromptTemplate
+from wpauc.data.templates import (
+    CodeOnlyTemplate,
+    NaturalLanguageTemplate,
+    PromptEncoder,
+    PromptTemplate,
+)
 from wpauc.data.tokenizer import build_tokenizer
 
 __all__ = [
     "Catalog",
+    "CatalogContext",
     "CodeOnlyTemplate",
     "D3Source",
     "DataFileError",
     "ItemCodec",
     "MiniOneRecSource",
     "NaturalLanguageTemplate",
+    "PromptEncoder",
     "PromptExample",
     "PromptTemplate",
     "RecData",
@@ -37,6 +45,7 @@ __all__ = [
     "build_tokenizer",
     "collate",
     "fit_samples",
+    "pad_prompts",
     "read_sid_index",
     "resolve_sid_collisions",
 ]

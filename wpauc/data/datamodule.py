@@ -25,9 +25,10 @@ from transformers import PreTrainedTokenizerBase
 
 from wpauc.data.catalog import SPLITS, Catalog, RecData, Sample, check_split, fit_samples
 from wpauc.data.codecs import ItemCodec, SIDCodec
+from wpauc.data.context import CatalogContext
 from wpauc.data.loaders import EvalShardSampler, GlobalBatchSampler, ResumableDataLoader
 from wpauc.data.readers import RecSource
-from wpauc.data.templates import CodeOnlyTemplate, PromptTemplate
+from wpauc.data.templates import CodeOnlyTemplate, PromptEncoder, PromptTemplate
 from wpauc.data.tokenizer import build_tokenizer
 
 
@@ -55,6 +56,20 @@ class PromptDataset(Dataset):
         return self.examples[index]
 
 
+def pad_prompts(
+    prompts: Sequence[Sequence[int]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(input_ids, attention_mask)` `[B, T]` of prompts LEFT-padded with `pad_token_id`."""
+    prompt_length = max(len(prompt) for prompt in prompts)
+    input_ids = torch.full((len(prompts), prompt_length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), prompt_length), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        start = prompt_length - len(prompt)
+        input_ids[row, start:] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, start:] = 1
+    return input_ids, attention_mask
+
+
 def collate(
     examples: Sequence[PromptExample], item_codes: Sequence[Sequence[int]], pad_token_id: int
 ) -> dict[str, torch.Tensor]:
@@ -62,17 +77,14 @@ def collate(
     if not examples:
         raise ValueError("collate: no examples")
     batch_size = len(examples)
-    prompt_length = max(len(example.input_ids) for example in examples)
+    input_ids, attention_mask = pad_prompts(
+        [example.input_ids for example in examples], pad_token_id
+    )
     codes = [item_codes[example.target] for example in examples]
     code_length = max(len(code) for code in codes)
-    input_ids = torch.full((batch_size, prompt_length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch_size, prompt_length), dtype=torch.long)
     target_code = torch.full((batch_size, code_length), pad_token_id, dtype=torch.long)
     target_code_mask = torch.zeros((batch_size, code_length), dtype=torch.bool)
-    for row, (example, code) in enumerate(zip(examples, codes, strict=True)):
-        start = prompt_length - len(example.input_ids)
-        input_ids[row, start:] = torch.tensor(example.input_ids, dtype=torch.long)
-        attention_mask[row, start:] = 1
+    for row, code in enumerate(codes):
         target_code[row, : len(code)] = torch.tensor(code, dtype=torch.long)
         target_code_mask[row, : len(code)] = True
     return {
@@ -113,8 +125,7 @@ class _Prepared:
     """Everything `setup()` builds."""
 
     data: RecData
-    tokenizer: PreTrainedTokenizerBase
-    item_codes: list[list[int]]
+    context: CatalogContext
     datasets: dict[str, PromptDataset]
 
 
@@ -197,7 +208,15 @@ class RecDataModule(LightningDataModule):
         data = self.source.load()
         tokenizer = build_tokenizer(data.catalog, self.codec, self.tokenizer_path)
         item_codes = self.codec.encode(data.catalog, tokenizer)
-        self._prepared = _Prepared(data, tokenizer, item_codes, datasets={})
+        context = CatalogContext(
+            data.catalog,
+            item_codes,
+            tokenizer,
+            description=f"{self.source!r} with {type(self.codec).__name__}",
+            valid_next_item_probs=(data.true_next_item_probs or {}).get("valid"),
+        )
+        self._prepared = _Prepared(data, context, datasets={})
+        prompts = self.prompt_encoder()
         for split in SPLITS:
             if split == "train":
                 samples = fit_samples(data, self.refit_on_valid)
@@ -205,7 +224,7 @@ class RecDataModule(LightningDataModule):
             else:
                 samples = data.split(split)
                 indices = evaluation_subset(len(samples), self.max_eval_samples, self.seed)
-            examples = [self._example(samples[index], index, split) for index in indices]
+            examples = [self._example(prompts, samples[index], index, split) for index in indices]
             self._prepared.datasets[split] = PromptDataset(examples)
 
     @property
@@ -227,12 +246,29 @@ class RecDataModule(LightningDataModule):
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer holding every code token (left padding)."""
-        return self._state.tokenizer
+        return self._state.context.tokenizer
 
     @property
     def item_codes(self) -> list[list[int]]:
         """Code token ids of every catalog item (prefix-free)."""
-        return self._state.item_codes
+        return self._state.context.item_codes
+
+    def catalog_context(self) -> CatalogContext:
+        """What the model is built from (sets the data up first when needed)."""
+        self.setup()
+        return self._state.context
+
+    def prompt_encoder(self) -> PromptEncoder:
+        """The template bound to the catalog's codes and to this module's prompt limits."""
+        context = self._state.context
+        return PromptEncoder(
+            self.template,
+            context.catalog,
+            context.item_codes,
+            context.tokenizer,
+            self.max_history,
+            self.max_prompt_tokens,
+        )
 
     def dataset(self, split: str) -> PromptDataset:
         """The pre-tokenised examples of a split (train: the fitting samples, with valid when
@@ -242,26 +278,12 @@ class RecDataModule(LightningDataModule):
 
     def prompt_ids(self, sample: Sample, name: str = "sample") -> list[int]:
         """Prompt token ids of a sample after `max_history` and `max_prompt_tokens`."""
-        state = self._state
-        history = sample.history[-self.max_history :]
-        while True:
-            prompt = self.template.encode(
-                history, state.data.catalog, state.item_codes, state.tokenizer
-            )
-            if len(prompt) <= self.max_prompt_tokens:
-                return prompt
-            if len(history) <= 1:
-                raise ValueError(
-                    f"{name} (user {sample.user!r}): the prompt has {len(prompt)} tokens with "
-                    f"{len(history)} history item(s), more than max_prompt_tokens="
-                    f"{self.max_prompt_tokens}"
-                )
-            history = history[1:]
+        return self.prompt_encoder().encode(sample.history, f"{name} (user {sample.user!r})")
 
-    def _example(self, sample: Sample, index: int, split: str) -> PromptExample:
-        return PromptExample(
-            self.prompt_ids(sample, f"{split} sample {index}"), sample.target, index
-        )
+    @staticmethod
+    def _example(prompts: PromptEncoder, sample: Sample, index: int, split: str) -> PromptExample:
+        name = f"{split} sample {index} (user {sample.user!r})"
+        return PromptExample(prompts.encode(sample.history, name), sample.target, index)
 
     def batch_for(
         self, samples: Sequence[Sample], sample_indices: Sequence[int] | None = None
@@ -274,8 +296,9 @@ class RecDataModule(LightningDataModule):
             sample_indices = range(len(samples))
         if len(sample_indices) != len(samples):
             raise ValueError(f"{len(samples)} samples but {len(sample_indices)} sample_indices")
+        prompts = self.prompt_encoder()
         examples = [
-            self._example(sample, index, "given")
+            self._example(prompts, sample, index, "given")
             for sample, index in zip(samples, sample_indices, strict=True)
         ]
         return self._collator()(examples)

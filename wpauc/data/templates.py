@@ -3,6 +3,8 @@
 The policy generates an item's code right after the prompt, so a prompt never ends with
 padding or a trailing space. Item codes are inserted as the exact token ids the policy
 generates (no text round trip), so the history and the answer share one vocabulary.
+`PromptEncoder` binds a template to a catalog's codes and the prompt limits: the prompts of
+training (`RecDataModule`) and of an export (`wpauc.export.Recommender`) alike.
 """
 
 from __future__ import annotations
@@ -142,3 +144,37 @@ class NaturalLanguageTemplate(PromptTemplate):
             prompt.extend(lines[item])
         prompt.extend(tail)
         return prompt
+
+
+@dataclass(frozen=True, eq=False)
+class PromptEncoder:
+    """A template bound to a catalog, its item codes, the tokenizer and the prompt limits."""
+
+    template: PromptTemplate
+    """How a history becomes a prompt."""
+    catalog: Catalog
+    """The items the history indexes."""
+    item_codes: list[list[int]]
+    """Code token ids of every item, by catalog index."""
+    tokenizer: PreTrainedTokenizerBase
+    """The tokenizer holding every code token."""
+    max_history: int
+    """Most recent history items put in a prompt (older ones are dropped)."""
+    max_prompt_tokens: int
+    """Longest prompt; longer prompts lose their oldest history items until they fit."""
+
+    def encode(self, history: Sequence[int], name: str = "history") -> list[int]:
+        """Prompt token ids of `history` (catalog indices, oldest first) after `max_history`
+        and `max_prompt_tokens`; a history whose last item alone does not fit raises a
+        ValueError starting with `name`."""
+        history = history[-self.max_history :]
+        while True:
+            prompt = self.template.encode(history, self.catalog, self.item_codes, self.tokenizer)
+            if len(prompt) <= self.max_prompt_tokens:
+                return prompt
+            if len(history) <= 1:
+                raise ValueError(
+                    f"{name}: the prompt has {len(prompt)} tokens with {len(history)} history"
+                    f" item(s), more than max_prompt_tokens={self.max_prompt_tokens}"
+                )
+            history = history[1:]

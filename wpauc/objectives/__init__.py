@@ -2,8 +2,9 @@
 
 Pure torch (no Lightning). An objective (one file each, chosen by `class_path` in YAML)
 only builds each context's group from a `RolloutContext`; `PolicyLoss` holds how the group
-is optimised; `functional` holds the maths (advantages, the policy loss, negative
-samplers, soft window weights).
+is optimised (its advantages and the rollout's log-probs in one `Rollout` record per RL
+step); `functional` holds the maths (advantages, the policy loss, negative samplers, soft
+window weights).
 """
 
 from wpauc.objectives.base import Group, Objective, RolloutContext, group_statistics
@@ -18,7 +19,7 @@ from wpauc.objectives.functional import (
     soft_window_weights,
 )
 from wpauc.objectives.grpo_auc import GRPOAUC
-from wpauc.objectives.loss import PolicyLoss
+from wpauc.objectives.loss import PolicyLoss, Rollout
 from wpauc.objectives.rank_aware import RankAwareReward
 from wpauc.objectives.tawin import TAWinWPAUC
 
@@ -29,6 +30,7 @@ __all__ = [
     "Objective",
     "PolicyLoss",
     "RankAwareReward",
+    "Rollout",
     "RolloutContext",
     "TAWinWPAUC",
     "beam_negatives",

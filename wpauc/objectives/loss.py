@@ -1,10 +1,11 @@
 """How a group's log-probs are optimised: `PolicyLoss`, the settings of the GRPO loss.
 
 An objective decides who is in each group (`wpauc.objectives.Objective`); `PolicyLoss`
-turns the group's rewards into advantages and its members' per-token log-probs into the
-PPO-clipped, KL-regularised loss (`functional.policy_loss`), as TRL splits `GRPOConfig`
-from the trainer's loss. The LightningModule reads `num_iterations` and `beta` to run its
-update loop and to decide whether it needs a reference model.
+turns the group's rewards into advantages (`PolicyLoss.rollout`, the `Rollout` record an RL
+step builds once) and its members' per-token log-probs into the PPO-clipped,
+KL-regularised loss (`functional.policy_loss`), as TRL splits `GRPOConfig` from the
+trainer's loss. The RL stage reads `num_iterations` and `beta` to run its update loop and
+to decide whether it needs a reference model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,25 @@ from torch import Tensor
 
 from wpauc.objectives.base import Group
 from wpauc.objectives.functional import AGGREGATIONS, grpo_advantages, policy_loss
+
+
+@dataclass(frozen=True, eq=False)
+class Rollout:
+    """One RL step's groups as the loss and the callbacks read them: who is in each group,
+    their advantages, which completion tokens count and the log-probs fixed at rollout time.
+    """
+
+    group: Group
+    """The objective's groups."""
+    advantages: Tensor
+    """`[B, G]` one advantage per member (0 for padding members)."""
+    token_mask: Tensor
+    """`[B, G, L]` True on the members' code tokens (`Group.completions`)."""
+    old_logp: Tensor | None = None
+    """`[B, G, L]` the policy's log-probs at rollout time; None: one update per rollout, the
+    ratio is 1 in value (see `policy_loss`)."""
+    ref_logp: Tensor | None = None
+    """`[B, G, L]` the reference's log-probs; None without a KL term."""
 
 
 @dataclass
@@ -69,32 +89,37 @@ class PolicyLoss:
             group.rewards, scale=self.scale, mask=group.member_mask, weights=group.weights
         )
 
-    def __call__(
+    def rollout(
         self,
-        logp: Tensor,
-        old_logp: Tensor | None,
-        ref_logp: Tensor | None,
         group: Group,
-        advantages: Tensor,
         token_mask: Tensor,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+        old_logp: Tensor | None = None,
+        ref_logp: Tensor | None = None,
+    ) -> Rollout:
+        """The record of one rollout, with the advantages of `group`'s rewards.
+
+        Args:
+            group: the objective's groups.
+            token_mask: `[B, G, L]` the completion mask of `group.completions(trie)`.
+            old_logp: `[B, G, L]` log-probs at rollout time; None when `num_iterations = 1`.
+            ref_logp: `[B, G, L]` reference log-probs; None when `beta = 0`.
+        """
+        return Rollout(group, self.advantages(group), token_mask, old_logp, ref_logp)
+
+    def __call__(self, logp: Tensor, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         """`(loss, stats)` of the members' per-token log-probs (see `policy_loss`).
 
         Args:
-            logp: `[B, G, L]` current policy log-probs of `group.completions(trie)`.
-            old_logp: `[B, G, L]` log-probs at rollout time; None when `num_iterations = 1`.
-            ref_logp: `[B, G, L]` reference log-probs; None when `beta = 0`.
-            group: the groups.
-            advantages: `[B, G]` from `advantages(group)`.
-            token_mask: `[B, G, L]` the completion mask.
+            logp: `[B, G, L]` current policy log-probs of the rollout's completions.
+            rollout: the groups, their advantages and the log-probs of rollout time.
         """
         return policy_loss(
             logp,
-            old_logp,
-            ref_logp,
-            advantages,
-            token_mask,
-            group.member_mask,
+            rollout.old_logp,
+            rollout.ref_logp,
+            rollout.advantages,
+            rollout.token_mask,
+            rollout.group.member_mask,
             epsilon=self.epsilon,
             epsilon_high=self.epsilon_high,
             beta=self.beta,
