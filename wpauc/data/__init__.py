@@ -1,5 +1,5 @@
-"""wpauc.data: catalog and item codecs, readers, the synthetic world, prompt templates and
-the LightningDataModule."""
+"""wpauc.data: catalog and item codecs, readers, the synthetic world, prompt templates, the
+LightningDataModule and the catalog context a model is built from."""
 
 from wpauc.data.catalog import Catalog, RecData, Sample, fit_samples
 from wpauc.data.codecs import (
