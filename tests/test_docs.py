@@ -96,11 +96,6 @@ def test_relative_links_resolve(document: Path):
     assert broken_links(document) == []
 
 
-@pytest.mark.xfail(
-    "study tables:" in (REPO / "README.md").read_text(),
-    reason="README's Results section still holds the study, which moves to experiments/README.md",
-    strict=True,
-)
 def test_readme_is_a_front_page():
     assert len((REPO / "README.md").read_bytes()) <= README_LIMIT
 
