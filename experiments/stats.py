@@ -203,6 +203,9 @@ class Run:
     folder: Path
     start: Start | None = None
     """The SFT start it continues (None for the first study's runs, whose start is gone)."""
+    reproduced_start: Start | None = None
+    """For a first-study run: this study's start when it reproduces the first study's start
+    (`reproduced_start`), so that step 0 is a candidate there too; not used for pairing."""
     selected_step: int = field(init=False)
     selected_value: float = field(init=False)
 
@@ -218,11 +221,17 @@ class Run:
         self.selected_value = best
 
     @property
+    def step0_start(self) -> Start | None:
+        """The start whose validation is this run's step 0, when measured."""
+        return self.start or self.reproduced_start
+
+    @property
     def step0_value(self) -> float | None:
         """The start's val/NDCG@10 on this run's validation subset, when measured."""
-        if self.start is None:
+        seed = int(self.result["seed"])
+        if self.step0_start is None or seed not in self.step0_start.val_by_data_seed:
             return None
-        return self.start.val_by_data_seed[int(self.result["seed"])][SELECTION_METRIC]
+        return self.step0_start.val_by_data_seed[seed][SELECTION_METRIC]
 
     @property
     def key(self) -> tuple[str, float, float]:
@@ -238,14 +247,14 @@ class Run:
     def test(self) -> dict[str, float]:
         """Test metrics of the selected step (the start's when it is step 0)."""
         if self.selected_step == 0:
-            return self.start.test
+            return self.step0_start.test
         return self.result["test"]
 
     @property
     def counts_path(self) -> Path | None:
         """Saved test counts of the selected step, None where the run saved none."""
         if self.selected_step == 0:
-            return self.start.counts_path
+            return self.step0_start.counts_path
         path = self.folder / "test_ranks.npz"
         return path if path.exists() else None
 
@@ -261,9 +270,30 @@ def load_starts(out: Path) -> dict[str, dict[int, Start]]:
     return dict(starts)
 
 
+REPRODUCED_KEYS = ("hr@1", "hr@10", "hr@20", "ndcg@10", "auc")
+
+
+def reproduced_start(out: Path, dataset: str, starts: dict[int, Start]) -> Start | None:
+    """This study's start that reproduces the first study's (`<dataset>/sft_start.json`):
+    the same recipe and seed, and the same test metrics to 1e-6; None if none does."""
+    path = out / dataset / "sft_start.json"
+    if not path.exists():
+        return None
+    first = json.loads(path.read_text())
+    for start in starts.values():
+        if all(
+            abs(start.test.get(key, math.inf) - first.get(f"test/{key}", math.nan)) < 1e-6
+            for key in REPRODUCED_KEYS
+        ):
+            return start
+    return None
+
+
 def load_runs(out: Path) -> dict[str, list[Run]]:
-    """Every finished run by dataset, each tied to its SFT start where it names one."""
+    """Every finished run by dataset, each tied to its SFT start where it names one (a
+    first-study run to the start that reproduces its own, for step 0)."""
     starts = load_starts(out)
+    reproduced = {ds: reproduced_start(out, ds, by_seed) for ds, by_seed in starts.items()}
     runs: dict[str, list[Run]] = defaultdict(list)
     for path in sorted(out.glob("*/*/result.json")):
         if path.parent.name.startswith("sft_seed"):
@@ -274,7 +304,8 @@ def load_runs(out: Path) -> dict[str, list[Run]]:
             start = starts.get(result["dataset"], {}).get(result["sft_seed"])
             if start is None:
                 raise ValueError(f"{path}: its start sft_seed{result['sft_seed']} has no result")
-        runs[result["dataset"]].append(Run(result, path.parent, start))
+        again = reproduced.get(result["dataset"]) if start is None else None
+        runs[result["dataset"]].append(Run(result, path.parent, start, again))
     return dict(runs)
 
 

@@ -366,7 +366,7 @@ def steering(dataset: str, runs: list[Run]) -> list[str]:
                     + " | ".join(cell([run.test[f"hr@{j}"] for run in group]) for j in SWEEP_KS)
                     + " |"
                 )
-            if not any(r.counts_path for g in aimed.values() for r in g):
+            if any(r.start is None for g in aimed.values() for r in g):
                 lines.append("")
                 continue  # the first study saved no counts: no paired contrasts
             oracle = all(
@@ -510,9 +510,16 @@ def report_lines(out: Path) -> list[str]:
             )
             lines += [f"![{dataset} validation curves, seeded starts](results/study/{name})", ""]
         if first:
-            lines += selection_table(
-                dataset, first, "first study (one SFT start, 3 RL seeds, step 0 not measured)", None
-            )
+            again = first[0].reproduced_start
+            cohort = "first study (one SFT start, 3 RL seeds, step 0 not measured)"
+            value = None
+            if again is not None:
+                cohort = (
+                    f"first study (one SFT start, 3 RL seeds; step 0: start {again.sft_seed} of"
+                    " this study, which reproduces it)"
+                )
+                value = start_score([again], sorted({run.pair[1] for run in first}))
+            lines += selection_table(dataset, first, cohort, value)
             lines += shipped_picks(dataset, first, "first study") + [""]
             lines += steering(dataset, first)
             name = f"{dataset}_curves.png"

@@ -236,3 +236,23 @@ def test_the_ranks_writer_saves_the_counts_behind_the_logged_test_metrics(tmp_pa
     ranks = positive_ranks(scores, batch["target"])
     assert np.array_equal(counts["ge"][rows], ranks.ge.numpy())
     assert hit_rate_from_ranks(ranks, 1).numpy() == pytest.approx(per_user(counts, "hr@1")[rows])
+
+
+def test_a_first_study_run_gets_step_0_from_a_start_that_reproduces_its_own(tmp_path):
+    test = {"hr@1": 0.05, "hr@10": 0.1, "hr@20": 0.2, "ndcg@10": 0.08, "auc": 0.7}
+    start_dir = tmp_path / "toy" / "sft_seed0"
+    start_dir.mkdir(parents=True)
+    record = {"dataset": "toy", "sft_seed": 0, "test": test}
+    record["val_by_data_seed"] = {"0": {"val/ndcg@10": 0.3}}
+    (start_dir / "result.json").write_text(json.dumps(record))
+    folder = tmp_path / "toy" / "old"
+    folder.mkdir()
+    (folder / "result.json").write_text(json.dumps(fake_run([[99, 0.2]]).result | {"name": "old"}))
+    first = {f"test/{k}": v for k, v in test.items()}
+    (tmp_path / "toy" / "sft_start.json").write_text(json.dumps(first))
+    (run,) = load_runs(tmp_path)["toy"]
+    assert run.start is None and run.selected_step == 0 and run.test == test
+    first["test/auc"] = 0.71  # another start: step 0 unknown
+    (tmp_path / "toy" / "sft_start.json").write_text(json.dumps(first))
+    (run,) = load_runs(tmp_path)["toy"]
+    assert run.reproduced_start is None and run.selected_step == 99
