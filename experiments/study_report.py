@@ -198,12 +198,12 @@ def summary_table(out: Path) -> list[str]:
                 ],
             ),
             (
-                f"control, lr {rl_key[1]:g}",
+                "control",
                 len(control),
                 [mean_text([run_metric(r, m) for r in control]) for m in HEADLINE_METRICS],
             ),
             (
-                f"RL: {rl_key[0]}, lr {rl_key[1]:g}, β {rl_key[2]:g}",
+                "RL",
                 len(rl),
                 [mean_text([run_metric(r, m) for r in rl]) for m in HEADLINE_METRICS],
             ),
