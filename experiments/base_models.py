@@ -20,14 +20,23 @@ import json
 import sys
 from pathlib import Path
 
-from experiments.run_experiments import baseline_metrics, load_data, summarise, train_and_test
-from experiments.sft_recipes import RECIPES
-from experiments.study import REPO, STUDY_README, set_up_process
+from experiments.runs import (
+    CONFIGS,
+    EXPERIMENTS_README,
+    REPO,
+    SFT_V1_RECIPE,
+    baseline_metrics,
+    load_data,
+    seeds_cell,
+    set_up_process,
+    splice_between,
+    train_and_test,
+)
 from wpauc.metrics import metric_columns
 
 OUT = REPO / "experiments" / "results" / "base_models"
 SFT_ROWS = {
-    "sft_v1": ("SFT, v1 recipe (first shipped)", RECIPES["v1"]),
+    "sft_v1": ("SFT, v1 recipe (first shipped)", SFT_V1_RECIPE),
     "sft_shipped": ("SFT, shipped recipe", []),
 }
 """SFT rows by key: label and overrides on top of the shipped `configs/<dataset>/sft.yaml`."""
@@ -88,7 +97,7 @@ def dataset_rows(
             cached(
                 root / f"{slug}_seed{seed}" / "test_metrics.json",
                 lambda s=seed, slug=slug, overrides=overrides: train_and_test(
-                    REPO / "configs" / dataset / "sft.yaml",
+                    CONFIGS / dataset / "sft.yaml",
                     root / f"{slug}_seed{s}",
                     s,
                     [*overrides, *refit_flag],  # the test counts every rank (AUC)
@@ -100,14 +109,6 @@ def dataset_rows(
         ]
     finished = {name: [r for r in runs if r is not None] for name, runs in rows.items()}
     return {name: runs for name, runs in finished.items() if runs}
-
-
-def format_cell(mean_std: tuple[float, float] | None, seeds: int) -> str:
-    """`mean ± std`, the value alone for one run, `–` for a metric not measured."""
-    if mean_std is None:
-        return "–"
-    mean, std = mean_std
-    return f"{mean:.4f} ± {std:.4f}" if seeds > 1 else f"{mean:.4f}"
 
 
 def table(dataset: str, rows: dict[str, list[dict]], refit: bool) -> list[str]:
@@ -122,9 +123,10 @@ def table(dataset: str, rows: dict[str, list[dict]], refit: bool) -> list[str]:
     ]
     for name, runs in rows.items():
         # a column some run lacks (a test with the rank cap has no AUC) is left blank
-        shared = [c for c in columns if all(c in run for run in runs)]
-        summary = summarise(runs, shared)
-        cells = [format_cell(summary.get(c), len(runs)) for c in columns]
+        cells = [
+            seeds_cell([run[c] for run in runs]) if all(c in run for run in runs) else "–"
+            for c in columns
+        ]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -158,9 +160,7 @@ def main() -> None:
     (out / "base_models.md").write_text("\n".join(lines))
     print("\n".join(lines))
     if args.readme:
-        from experiments.study_report import splice_between
-
-        splice_between(STUDY_README, README_START, README_END, "\n".join(lines))
+        splice_between(EXPERIMENTS_README, README_START, README_END, "\n".join(lines))
 
 
 if __name__ == "__main__":

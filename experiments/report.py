@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.runs import seeds_cell
 from experiments.stats import mean_std
 from wpauc.metrics import metric_columns
 from wpauc.window import wpauc_key
@@ -19,11 +20,6 @@ NAMES = {
     "beam_pauc": "beam-PAUC",
     "tawin": "TAWin-WPAUC (K=10)",
 }
-
-
-def _cell(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
 
 
 def dataset_table(name: str, entry: dict) -> str:
@@ -48,7 +44,7 @@ def dataset_table(name: str, entry: dict) -> str:
             f"| {baseline} | " + " | ".join(f"{metrics[k]:.4f}" for k in (*columns, wpauc)) + " |"
         )
     for run_name, runs in entry["runs"].items():
-        cells = [_cell([run[k] for run in runs]) for k in (*columns, wpauc)]
+        cells = [seeds_cell([run[k] for run in runs]) for k in (*columns, wpauc)]
         lines.append(f"| {NAMES.get(run_name, run_name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -70,7 +66,7 @@ def sweep_table(name: str, entry: dict) -> str:
     ]
     lines.append(
         "| none (the SFT start point) | "
-        + " | ".join(_cell([r[k] for r in sft_runs]) for k in hr_keys)
+        + " | ".join(seeds_cell([r[k] for r in sft_runs]) for k in hr_keys)
         + " |"
     )
     by_rank = {}
@@ -79,7 +75,9 @@ def sweep_table(name: str, entry: dict) -> str:
     for rank in sorted(by_rank):
         runs = by_rank[rank]
         lines.append(
-            f"| {rank} | " + " | ".join(_cell([run[k] for run in runs]) for k in hr_keys) + " |"
+            f"| {rank} | "
+            + " | ".join(seeds_cell([run[k] for run in runs]) for k in hr_keys)
+            + " |"
         )
     return "\n".join(lines)
 

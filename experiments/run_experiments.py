@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
-import torch
-
-from experiments.stats import mean_std
+from experiments.runs import (
+    CONFIGS,
+    REPO,
+    baseline_metrics,
+    load_data,
+    metric_keys,
+    set_up_process,
+    train_and_test,
+)
 from wpauc.window import Window
 
-REPO = Path(__file__).resolve().parents[1]
 OBJECTIVES = ("grpo_auc", "beam_pauc", "tawin")
 STUDY_SETTINGS = {
     ("synthetic", "grpo_auc"): ["--model.loss.beta=0.0", "--model.optimizer.init_args.lr=1e-4"],
@@ -38,117 +41,13 @@ STUDY_SETTINGS = {
 (configs/README.md)."""
 
 
-def metric_keys(windows: list[tuple[float, float]]) -> list[str]:
-    """HR@K and NDCG@K (K = 1, 3, 5, 10, 20), AUC and each window's WPAUC as metric keys, the
-    windows written with every digit (`wpauc.metrics.WPAUCSpec.between`: the same window)."""
-    top_k = [f"{name}@{k}" for name in ("hr", "ndcg") for k in (1, 3, 5, 10, 20)]
-    return [*top_k, "auc", *(f"wpauc@[{alpha!r},{alpha + d!r}]" for alpha, d in windows)]
-
-
-def _cli_args(config: Path, run_dir: Path, seed: int, extra: list[str]) -> list[str]:
-    return [
-        f"--config={config}",
-        f"--seed_everything={seed}",
-        f"--model.policy.init_args.seed={seed}",
-        f"--model.rollout_seed={seed}",
-        f"--data.seed={seed}",  # training order; also the seeded valid subset for model selection
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.logger.init_args.save_dir={run_dir}",
-        f"--trainer.callbacks.dirpath={run_dir}/checkpoints",
-        "--trainer.enable_progress_bar=false",
-        *extra,
-    ]
-
-
 def objective_args(dataset: str, name: str) -> list[str]:
     """The objective piece `name` after `configs/<dataset>/rl.yaml`, with the data set's
     settings for it; TAWin is the entry point's own objective."""
     if name == "tawin":
         return []
-    piece = REPO / "configs" / "objective" / f"{name}.yaml"
+    piece = CONFIGS / "objective" / f"{name}.yaml"
     return [f"--model.objective={piece}", *STUDY_SETTINGS.get((dataset, name), [])]
-
-
-def train_and_test(
-    config: Path, run_dir: Path, seed: int, extra: list[str], fit_extra: list[str]
-) -> dict:
-    """Fit (model selection on valid), then test the best checkpoint on the full test split.
-
-    A finished fit leaves `fit.json` beside its checkpoints, so that a run stopped during its
-    test (or whose test is to be redone: delete `test_metrics.json`) is only tested again."""
-    from wpauc.cli import run_cli
-
-    result_file = run_dir / "test_metrics.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())
-    fit_file = run_dir / "fit.json"
-    best = run_dir / "checkpoints" / "best.ckpt"
-    if fit_file.exists() and best.exists():
-        fit_seconds = json.loads(fit_file.read_text())["fit_seconds"]
-    else:
-        start = time.perf_counter()
-        fit_args = _cli_args(config, run_dir, seed, extra + fit_extra)
-        run_cli(["fit", *fit_args, "--test_after_fit=false"])
-        fit_seconds = time.perf_counter() - start
-        fit_file.write_text(json.dumps({"fit_seconds": fit_seconds}))
-    cli = run_cli(
-        [
-            "test",
-            *_cli_args(config, run_dir, seed, extra),
-            "--data.max_eval_samples=null",
-            f"--ckpt_path={best}",
-        ]
-    )
-    metrics = {
-        k.removeprefix("test/"): float(v)
-        for k, v in cli.trainer.callback_metrics.items()
-        if k.startswith("test/")
-    }
-    metrics["fit_seconds"] = fit_seconds
-    result_file.write_text(json.dumps(metrics, indent=1))
-    return metrics
-
-
-def load_data(dataset: str):
-    """The dataset as its SFT config loads it."""
-    from wpauc.cli import run_cli
-
-    cli = run_cli([f"--config={REPO / 'configs' / dataset / 'sft.yaml'}"], run=False)
-    return cli.datamodule.source.load()
-
-
-def baseline_metrics(
-    data, windows: list[tuple[float, float]], refit: bool = False
-) -> dict[str, dict]:
-    """Popularity, last-item transitions and (synthetic) the Bayes oracle on the full test
-    split; the baselines count the training split, or train + valid with `refit`."""
-    from wpauc.baselines import fit_samples, last_item_transition_scores, popularity_scores
-    from wpauc.data import bayes_optimal_scores
-    from wpauc.metrics import RankingMetrics
-
-    fitted, test, num_items = fit_samples(data, refit), data.test, len(data.catalog)
-    scorers = {
-        "popularity": lambda: popularity_scores(fitted, test, num_items),
-        "last-item transitions": lambda: last_item_transition_scores(fitted, test, num_items),
-    }
-    if data.true_next_item_probs is not None:
-        scorers["Bayes-optimal oracle"] = lambda: bayes_optimal_scores(data, "test")
-    target = torch.tensor([s.target for s in test])
-    results = {}
-    for name, scorer in scorers.items():
-        metrics = RankingMetrics(metric_keys(windows))
-        scores = scorer()
-        for chunk in range(0, len(test), 512):
-            metrics.update(scores[chunk : chunk + 512].float(), target[chunk : chunk + 512])
-        results[name] = {k: float(v) for k, v in metrics.compute().items()}
-    return results
-
-
-def summarise(runs: list[dict], keys) -> dict[str, tuple[float, float]]:
-    summary = {}
-    for key in keys:
-        summary[key] = mean_std([run[key] for run in runs if key in run])
-    return summary
 
 
 def main() -> None:
@@ -181,15 +80,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    os.chdir(REPO)  # configs name the data relative to the repository
+    set_up_process(args.threads)
 
     report = {
         "command": "python -m experiments.run_experiments " + " ".join(sys.argv[1:]),
         "datasets": {},
     }
     for dataset in args.datasets:
-        configs = REPO / "configs" / dataset
+        configs = CONFIGS / dataset
         root = args.out / dataset
         data = load_data(dataset)
         # TAWin's window for target_k=10, width 10: negative-ranks [9, 19)

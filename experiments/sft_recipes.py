@@ -1,12 +1,13 @@
 """The SFT recipe search: which training recipe gives the strongest base recommender?
 
 Each recipe is a list of `wpauc fit` overrides on top of `configs/<dataset>/sft.yaml`, all
-starting from `V1`, the recipe first shipped (width 64, 2 layers, no dropout, AdamW lr 3e-3
-constant, no weight decay, 10 epochs), which sets every knob the search varies. Every run
-fits on train, validates each epoch on a seeded subset of valid (`data.max_eval_samples`,
-the same subset for every recipe) and is judged by its best val/NDCG@10: selection on valid
-only, the test split is not touched here (`experiments.base_models` tests the chosen
-recipe once, on 3 seeds). Finished runs are skipped, so the command can be re-run.
+starting from `experiments.runs.SFT_V1_RECIPE`, the recipe first shipped (width 64, 2
+layers, no dropout, AdamW lr 3e-3 constant, no weight decay, 10 epochs), which sets every
+knob the search varies. Every run fits on train, validates each epoch on a seeded subset of
+valid (`data.max_eval_samples`, the same subset for every recipe) and is judged by its best
+val/NDCG@10: selection on valid only, the test split is not touched here
+(`experiments.base_models` tests the chosen recipe once, on 3 seeds). Finished runs are
+skipped, so the command can be re-run.
 
     python -m experiments.sft_recipes --dataset office --recipes v1 wd_cosine w128_wd_cosine
     python -m experiments.sft_recipes --report
@@ -23,24 +24,18 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.study import REPO, finished_result, read_curves, set_up_process
+from experiments.runs import (
+    CONFIGS,
+    REPO,
+    SFT_V1_RECIPE,
+    finished_result,
+    read_curves,
+    run_wpauc,
+    seed_args,
+    set_up_process,
+)
 
 OUT = REPO / "experiments" / "results" / "sft_recipes"
-
-V1 = [
-    "--model.policy.init_args.hidden_size=64",
-    "--model.policy.init_args.num_layers=2",
-    "--model.policy.init_args.intermediate_size=256",
-    "--model.optimizer.init_args.lr=0.003",
-    "--model.optimizer.init_args.weight_decay=0.0",
-    "--trainer.max_epochs=10",
-    "--model.scheduler=null",
-    "--model.policy.init_args.attention_dropout=0.0",
-    "--model.policy.init_args.embedding_dropout=0.0",
-]
-"""The recipe first shipped in configs/office/sft.yaml and configs/industrial/sft.yaml, every
-setting a later shipped config may change given explicitly, so that the recipes mean the
-same whatever `configs/<dataset>/sft.yaml` ships now."""
 
 WIDE = [
     "--model.policy.init_args.hidden_size=128",
@@ -56,24 +51,24 @@ DECAY = [
 at epoch 5 of 10 and then falls (over-fitting at a constant learning rate)."""
 
 RECIPES: dict[str, list[str]] = {
-    "v1": V1,
-    "wd_cosine": [*V1, *DECAY],
-    "wd_cosine_dropout": [*V1, *DECAY, "--model.policy.init_args.attention_dropout=0.1"],
+    "v1": SFT_V1_RECIPE,
+    "wd_cosine": [*SFT_V1_RECIPE, *DECAY],
+    "wd_cosine_dropout": [*SFT_V1_RECIPE, *DECAY, "--model.policy.init_args.attention_dropout=0.1"],
     "wd_cosine_embedding_dropout": [
-        *V1,
+        *SFT_V1_RECIPE,
         *DECAY,
         "--model.policy.init_args.attention_dropout=0.1",
         "--model.policy.init_args.embedding_dropout=0.2",
     ],
-    "w128_wd_cosine": [*V1, *WIDE, *DECAY],
+    "w128_wd_cosine": [*SFT_V1_RECIPE, *WIDE, *DECAY],
     "w128_dropout_wd_cosine": [
-        *V1,
+        *SFT_V1_RECIPE,
         *WIDE,
         *DECAY,
         "--model.policy.init_args.attention_dropout=0.1",
         "--model.policy.init_args.embedding_dropout=0.2",
     ],
-    "w128_l4_wd_cosine": [*V1, *WIDE, *DECAY, "--model.policy.init_args.num_layers=4"],
+    "w128_l4_wd_cosine": [*SFT_V1_RECIPE, *WIDE, *DECAY, "--model.policy.init_args.num_layers=4"],
 }
 """Candidate recipes by name: overrides applied in order (a later flag wins)."""
 
@@ -84,20 +79,16 @@ validation NDCG@10 on Office; a test checks that the configs are this recipe).""
 
 def run_recipe(dataset: str, name: str, seed: int, args) -> dict:
     """Fit one recipe on train; its validation curves and best val/NDCG@10."""
-    from wpauc.cli import run_cli
-
     run_dir = args.out / dataset / f"{name}_seed{seed}"
     if (finished := finished_result(run_dir)) is not None:
         return finished
     start = time.perf_counter()
-    run_cli(
+    run_wpauc(
         [
             "fit",
-            f"--config={REPO / 'configs' / dataset / 'sft.yaml'}",
+            f"--config={CONFIGS / dataset / 'sft.yaml'}",
             *RECIPES[name],
-            f"--seed_everything={seed}",
-            f"--model.policy.init_args.seed={seed}",
-            f"--data.seed={seed}",
+            *seed_args(seed, rollouts=False),
             f"--data.max_eval_samples={args.valid_samples}",
             "--model.diagnostic_samples=0",  # distribution diagnostics do not steer selection
             "--model.evaluation.rank_cap=20",  # HR@K, NDCG@K exact at ~beam cost (no AUC needed)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from experiments.base_models import table
-from experiments.run_experiments import train_and_test
+from experiments.runs import train_and_test
 from experiments.sft_recipes import RECIPES, SHIPPED_RECIPE
 from wpauc.cli import run_cli
 from wpauc.schedules import WarmupCosine
@@ -58,7 +58,7 @@ def test_a_finished_fit_is_tested_again_without_refitting(tmp_path, monkeypatch)
     only tests the best checkpoint."""
     calls = []
 
-    def fake_run_cli(args):
+    def fake_run_cli(args, run=True):
         calls.append(args[0])
         if args[0] == "fit":
             (tmp_path / "checkpoints").mkdir()
