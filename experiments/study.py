@@ -32,9 +32,19 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from experiments.runs import (
+    CONFIGS,
+    EXPERIMENTS_README,
+    REPO,
+    finished_result,
+    read_curves,
+    run_wpauc,
+    seed_args,
+    set_up_process,
+    test_metrics,
+)
+
 OUT = REPO / "experiments" / "results" / "study"
-STUDY_README = REPO / "experiments" / "README.md"
 
 TAWIN = "wpauc.objectives.TAWinWPAUC"
 CONTROL = "sft_matched"
@@ -151,14 +161,12 @@ def cli_args(
     config = "sft.yaml" if name == CONTROL else "rl.yaml"
     objective_args = [] if name == CONTROL else [f"--model.objective={json.dumps(objective)}"]
     return [
-        f"--config={REPO / 'configs' / dataset / config}",
+        f"--config={CONFIGS / dataset / config}",
         *objective_args,
         f"--model.init_from={init}",
         f"--model.loss.beta={0.0 if name == CONTROL else args.beta}",
         f"--model.optimizer.init_args.lr={lr}",
-        f"--seed_everything={seed}",
-        f"--model.rollout_seed={seed}",
-        f"--data.seed={seed}",
+        *seed_args(seed, policy_init=False),  # RL and the control start from the SFT weights
         f"--trainer.max_steps={args.steps}",
         "--trainer.max_epochs=-1",
         f"--trainer.val_check_interval={args.val_every}",
@@ -186,33 +194,11 @@ def run_name(name: str, lr: float, beta: float, seed: int, sft_seed: int | None 
     return f"{name}_lr{lr:g}{anchor}{start}_seed{seed}"
 
 
-def finished_result(run_dir: Path) -> dict | None:
-    """The run's `result.json` if it finished; otherwise None, its folder cleared (an
-    interrupted run starts again from scratch)."""
-    result_file = run_dir / "result.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    return None
-
-
-def test_metrics(cli) -> dict[str, float]:
-    """The `test/` metrics of a finished `wpauc test`, prefix removed."""
-    return {
-        key.removeprefix("test/"): float(value)
-        for key, value in cli.trainer.callback_metrics.items()
-        if key.startswith("test/")
-    }
-
-
 def run_one(
     dataset: str, name: str, objective: dict | None, lr: float, seed: int, sft_seed: int, args
 ) -> dict:
     """Fit from the start `sft_seed`, test the best checkpoint on the full test split (with
     the per-context counts), save curves and metrics."""
-    from wpauc.cli import run_cli
-
     beta = 0.0 if name == CONTROL else args.beta  # no KL term without an objective
     run_dir = args.out / dataset / run_name(name, lr, beta, seed, sft_seed)
     if (finished := finished_result(run_dir)) is not None:
@@ -220,9 +206,9 @@ def run_one(
     start = time.perf_counter()
     init = start_policy(args.out, dataset, sft_seed)
     fit_args = cli_args(dataset, run_dir, name, objective, lr, seed, init, args)
-    run_cli(["fit", *fit_args])
+    run_wpauc(["fit", *fit_args])
     best = run_dir / "checkpoints" / "best.ckpt"
-    cli = run_cli(["test", *fit_args[:-1], *TEST_ARGS, f"--ckpt_path={best}"])
+    cli = run_wpauc(["test", *fit_args[:-1], *TEST_ARGS, f"--ckpt_path={best}"])
     result = {
         "dataset": dataset,
         "name": name,
@@ -241,21 +227,6 @@ def run_one(
     if args.commit:
         commit(run_dir, f"results: {dataset} study: {run_dir.name}")
     return result
-
-
-def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar the run logged to TensorBoard: `{tag: [(step, value), ...]}`."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for events_dir in sorted({path.parent for path in run_dir.rglob("events.out.tfevents.*")}):
-        accumulator = EventAccumulator(str(events_dir), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            curves.setdefault(tag, []).extend(
-                (event.step, event.value) for event in accumulator.Scalars(tag)
-            )
-    return curves
 
 
 def start_folder(out: Path, dataset: str, sft_seed: int) -> Path:
@@ -277,7 +248,6 @@ def train_start(dataset: str, sft_seed: int, args) -> Path:
     `start_policy.pt` (small enough to commit, so that later sessions reuse the start)."""
     import torch
 
-    from wpauc.cli import run_cli
     from wpauc.models.provenance import CATALOG_KEY
 
     folder = start_folder(args.out, dataset, sft_seed)
@@ -286,14 +256,11 @@ def train_start(dataset: str, sft_seed: int, args) -> Path:
         if folder.exists():
             shutil.rmtree(folder)
         began = time.perf_counter()
-        run_cli(
+        run_wpauc(
             [
                 "fit",
-                f"--config={REPO / 'configs' / dataset / 'sft.yaml'}",
-                f"--seed_everything={sft_seed}",
-                f"--model.policy.init_args.seed={sft_seed}",
-                f"--model.rollout_seed={sft_seed}",
-                f"--data.seed={sft_seed}",
+                f"--config={CONFIGS / dataset / 'sft.yaml'}",
+                *seed_args(sft_seed),
                 f"--trainer.default_root_dir={folder}",
                 "--trainer.enable_progress_bar=false",
                 "--test_after_fit=false",
@@ -313,8 +280,6 @@ def train_start(dataset: str, sft_seed: int, args) -> Path:
 def start_point(dataset: str, sft_seed: int, args) -> dict:
     """The start's validation on every RL seed's subset (step 0 of those runs' curves, with
     their settings) and its test with per-context counts: `sft_seed<k>/result.json`."""
-    from wpauc.cli import run_cli
-
     folder = start_folder(args.out, dataset, sft_seed)
     result_file = folder / "result.json"
     if result_file.exists():
@@ -327,12 +292,12 @@ def start_point(dataset: str, sft_seed: int, args) -> dict:
         val_args = cli_args(
             dataset, folder / f"val_seed{seed}", "start", objective, 1e-4, seed, init, args
         )
-        cli = run_cli(["validate", *val_args[:-1]])
+        cli = run_wpauc(["validate", *val_args[:-1]])
         val_by_data_seed[seed] = {
             k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")
         }
     test_args = cli_args(dataset, folder, "start", objective, 1e-4, sft_seed, init, args)[:-1]
-    cli = run_cli(["test", *test_args, *TEST_ARGS])
+    cli = run_wpauc(["test", *test_args, *TEST_ARGS])
     result = {
         "dataset": dataset,
         "name": "sft_start",
@@ -376,16 +341,6 @@ def code_commit() -> str | None:
     return os.environ.get("WPAUC_STUDY_COMMIT")
 
 
-def set_up_process(threads: int) -> None:
-    """What every experiment command does first: torch's thread count, and the repository as
-    the working folder (configs name their data relative to it; `WPAUC_DATA` says where the
-    real data sets are, as for `wpauc` itself)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    os.chdir(REPO)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -415,7 +370,7 @@ def main() -> None:
     if args.report:
         from experiments.study_report import write_study_report
 
-        write_study_report(args.out, STUDY_README)
+        write_study_report(args.out, EXPERIMENTS_README)
         return
     # start-major, each start trained when its runs begin: a stopped plan has every run of
     # its first starts

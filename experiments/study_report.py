@@ -17,6 +17,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from experiments.runs import EXPERIMENTS_README, splice_between
 from experiments.stats import (
     Run,
     config_score,
@@ -536,16 +537,6 @@ def write_study_report(out: Path, readme: Path) -> Path:
     return readme
 
 
-def splice_between(readme: Path, start: str, end: str, body: str) -> None:
-    """Replace what lies between the marker lines `start` and `end` of `readme` by `body`."""
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"{readme}: the markers {start!r} / {end!r} are missing")
-    head, rest = text.split(start, 1)
-    tail = rest.split(end, 1)[1]
-    readme.write_text(f"{head}{start}\n{body}\n{end}{tail}")
-
-
 if __name__ == "__main__":
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/results/study")
-    write_study_report(out, Path("experiments/README.md"))
+    write_study_report(out, EXPERIMENTS_README)
