@@ -1,6 +1,6 @@
 """What every experiment driver and report shares: the repository's paths, the process set-up,
-the seeds of a run, running `wpauc`, finished runs, their curves and test metrics, the shipped
-objective pieces, the counting baselines, a seeds table cell, and the generated blocks of
+the seeds of a run, running `wpauc`, finished runs, their curves and test metrics, a shipped
+objective piece, the counting baselines, a seeds table cell, and the generated blocks of
 experiments/README.md (the only README the experiments write).
 
 Drivers (`experiments.run_experiments`, `base_models`, `sft_recipes`, `study`) and reports
@@ -141,12 +141,6 @@ def train_and_test(
     metrics = {**test_metrics(cli), "fit_seconds": fit_seconds}
     result_file.write_text(json.dumps(metrics, indent=1))
     return metrics
-
-
-def objective_pieces(configs: Path = CONFIGS) -> list[Path]:
-    """Every shipped `model.objective` piece: the shared ones (`configs/objective/`) and those
-    a data set keeps for the settings it chose (`configs/<dataset>/objective/`)."""
-    return sorted([*configs.glob("objective/*.yaml"), *configs.glob("*/objective/*.yaml")])
 
 
 def objective_piece(path: Path) -> dict:

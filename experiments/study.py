@@ -37,6 +37,7 @@ from experiments.runs import (
     EXPERIMENTS_README,
     REPO,
     finished_result,
+    objective_piece,
     read_curves,
     run_wpauc,
     seed_args,
@@ -58,10 +59,7 @@ VARIANTS: dict[str, dict | None] = {
         "class_path": "wpauc.objectives.BeamPAUC",
         "init_args": {"num_negatives": 16, "positive_only_if_generated": False},
     },
-    "beam_pauc_gated": {
-        "class_path": "wpauc.objectives.BeamPAUC",
-        "init_args": {"num_negatives": 16, "positive_only_if_generated": True},
-    },
+    "beam_pauc_gated": objective_piece(CONFIGS / "objective" / "beam_pauc.yaml"),
     "rank_aware_gated": {
         "class_path": "wpauc.objectives.RankAwareReward",
         "init_args": {"num_beams": 16, "positive_only_if_generated": True},
@@ -70,10 +68,7 @@ VARIANTS: dict[str, dict | None] = {
         "class_path": TAWIN,
         "init_args": {"target_k": 10, "window_width": 10, "gate": "none"},
     },
-    "tawin_gated": {
-        "class_path": TAWIN,
-        "init_args": {"target_k": 10, "window_width": 10, "gate": "beam"},
-    },
+    "tawin_gated": objective_piece(CONFIGS / "objective" / "tawin.yaml"),
     # gated TAWin plus tail negatives below the window (docs/design.md section 11: the
     # window then has no lower edge)
     "tawin_gated_tail": {
@@ -93,9 +88,10 @@ VARIANTS: dict[str, dict | None] = {
         "init_args": {"target_k": 10, "window_width": 10, "gate": "beam", "pairwise": "logistic"},
     },
 }
-"""The objectives of the main comparison, by run name. Every setting that a shipped config
-piece may set is given explicitly: jsonargparse merges the init_args of an override with
-the config's when the class is the same."""
+"""The objectives of the main comparison, by run name: the shipped pieces as they are, the
+other variants with every setting that a shipped piece may set given explicitly
+(jsonargparse merges the init_args of an override with the config's when the class is the
+same)."""
 
 SWEEP_FORMS = {"tawin": {"gate": "none"}, "tawin_gated": {"gate": "beam"}}
 """The window sweeps: TAWin aimed at each K, original and gated."""
