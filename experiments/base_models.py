@@ -27,8 +27,9 @@ from experiments.runs import (
     SFT_V1_RECIPE,
     baseline_metrics,
     load_data,
+    markdown_header,
+    parse_and_set_up,
     seeds_cell,
-    set_up_process,
     splice_between,
     train_and_test,
 )
@@ -118,8 +119,7 @@ def table(dataset: str, rows: dict[str, list[dict]], refit: bool) -> list[str]:
     lines = [
         f"#### {dataset}: fitted on {fitted_on}, selected on valid, full test split",
         "",
-        "| model | seeds | " + " | ".join(c.upper() for c in columns) + " |",
-        "|---|---" + "|---" * len(columns) + "|",
+        *markdown_header("model", "seeds", *(c.upper() for c in columns)),
     ]
     for name, runs in rows.items():
         # a column some run lacks (a test with the rank cap has no AUC) is left blank
@@ -139,13 +139,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--refit", action="store_true", help="fit every row on train + valid")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--readme", action="store_true", help="also update experiments/README.md")
     parser.add_argument("--report", action="store_true", help="only tabulate finished runs")
-    args = parser.parse_args()
-
-    set_up_process(args.threads)
+    args = parse_and_set_up(parser, OUT)
     out = args.out / ("refit" if args.refit else "train_only")
     # the command that computes the runs (--report / --readme only tabulate them)
     flags = [flag for flag in sys.argv[1:] if flag not in ("--report", "--readme")]

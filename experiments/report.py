@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from experiments.runs import seeds_cell
+from experiments.runs import markdown_header, seeds_cell
 from experiments.stats import mean_std
 from wpauc.metrics import metric_columns
 from wpauc.window import wpauc_key
@@ -34,10 +34,7 @@ def dataset_table(name: str, entry: dict) -> str:
         f"### {name} ({entry['num_items']} items; test split; "
         f"mean ± std over seeds {entry['seeds']})",
         "",
-        "| method | "
-        + " | ".join(h if h.startswith("WPAUC") else h.upper() for h in header)
-        + " |",
-        "|---" * (len(header) + 1) + "|",
+        *markdown_header("method", *(h if h.startswith("WPAUC") else h.upper() for h in header)),
     ]
     for baseline, metrics in entry["baselines"].items():
         lines.append(
@@ -56,8 +53,7 @@ def sweep_table(name: str, entry: dict) -> str:
         f"### {name}: TAWin window sweep (window = negative-ranks [r-1, 2r-1); test split; "
         f"seeds {entry['sweep_seeds']})",
         "",
-        "| window aimed at rank r | " + " | ".join(k.upper() for k in hr_keys) + " |",
-        "|---" * (len(hr_keys) + 1) + "|",
+        *markdown_header("window aimed at rank r", *(k.upper() for k in hr_keys)),
     ]
     sft_runs = [
         run

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from experiments.runs import (
     CONFIGS,
@@ -26,7 +25,7 @@ from experiments.runs import (
     baseline_metrics,
     load_data,
     metric_keys,
-    set_up_process,
+    parse_and_set_up,
     train_and_test,
 )
 from wpauc.window import Window
@@ -77,10 +76,7 @@ def main() -> None:
     parser.add_argument(
         "--rl-batches", type=int, default=None, help="limit_train_batches of each RL epoch"
     )
-    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    set_up_process(args.threads)
+    args = parse_and_set_up(parser, REPO / "experiments" / "results", threads=2)
 
     report = {
         "command": "python -m experiments.run_experiments " + " ".join(sys.argv[1:]),

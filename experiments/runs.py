@@ -10,6 +10,7 @@ other's drivers.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -47,6 +48,16 @@ def set_up_process(threads: int) -> None:
 
     torch.set_num_threads(threads)
     os.chdir(REPO)
+
+
+def parse_and_set_up(parser: argparse.ArgumentParser, out: Path, threads: int = 1):
+    """A driver's arguments, with the two that every driver takes (`--out`, `--threads`),
+    and the process set up for them."""
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--threads", type=int, default=threads)
+    args = parser.parse_args()
+    set_up_process(args.threads)
+    return args
 
 
 def seed_args(seed: int, *, policy_init: bool = True, rollouts: bool = True) -> list[str]:
@@ -194,6 +205,11 @@ def seeds_cell(values: list[float]) -> str:
     """A table cell over seeds: `mean ± std` (sample std), the value alone for one run."""
     mean, std = mean_std(values)
     return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
+
+
+def markdown_header(*names: str) -> list[str]:
+    """The header and rule lines of a Markdown table with the columns `names`."""
+    return ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
 
 
 def splice_between(readme: Path, start: str, end: str, body: str) -> None:

@@ -29,10 +29,10 @@ from experiments.runs import (
     REPO,
     SFT_V1_RECIPE,
     finished_result,
+    parse_and_set_up,
     read_curves,
     run_wpauc,
     seed_args,
-    set_up_process,
 )
 
 OUT = REPO / "experiments" / "results" / "sft_recipes"
@@ -155,12 +155,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--valid-samples", type=int, default=1000, help="seeded valid subset")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report", action="store_true", help="only write the table")
-    args = parser.parse_args()
-
-    set_up_process(args.threads)
+    args = parse_and_set_up(parser, OUT)
     if not args.report:
         for seed in args.seeds:
             for name in args.recipes:

@@ -38,10 +38,10 @@ from experiments.runs import (
     REPO,
     finished_result,
     objective_piece,
+    parse_and_set_up,
     read_curves,
     run_wpauc,
     seed_args,
-    set_up_process,
     test_metrics,
 )
 
@@ -356,13 +356,9 @@ def main() -> None:
     )
     parser.add_argument("--beta", type=float, default=0.0, help="KL weight to the SFT start")
     parser.add_argument("--only", nargs="*", default=None, help="run only these run names")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--commit", action="store_true", help="git-commit each finished run")
     parser.add_argument("--report", action="store_true", help="only write tables and plots")
-    args = parser.parse_args()
-
-    set_up_process(args.threads)
+    args = parse_and_set_up(parser, OUT)
     if args.report:
         from experiments.study_report import write_study_report
 
