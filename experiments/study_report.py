@@ -47,12 +47,9 @@ ORACLE_METRICS = ("expected_hr@1", "expected_hr@10")
 TEST_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20", "ndcg@10", "auc")
 SWEEP_KS = (1, 3, 10, 20)
 SWEEP_WIDTHS = ("K", "1")
-SHIPPED = {
-    "tawin.yaml": "TAWinWPAUC",
-    "beam_pauc.yaml": "BeamPAUC",
-    "grpo_auc.yaml": "GRPOAUC",
-}
-"""Each shipped RL config by the objective class whose configurations are its candidates."""
+SHIPPED = {"tawin": "TAWinWPAUC", "beam_pauc": "BeamPAUC", "grpo_auc": "GRPOAUC"}
+"""Each shipped objective piece by the objective class whose configurations are its
+candidates; a data set runs it as ``configs/<dataset>/rl.yaml`` with that piece."""
 # Validation curves drawn, in panel order; a tag no run logged gets no panel.
 CURVES = (
     "val/hr@1",
@@ -146,7 +143,7 @@ def objective_class(run: Run) -> str | None:
 
 
 def shipped_picks(dataset: str, runs: list[Run], cohort: str) -> list[str]:
-    """The rule's pick for each shipped config among its objective's configurations."""
+    """The rule's pick for each shipped objective piece among its objective's configurations."""
     lines = []
     for config, class_name in SHIPPED.items():
         candidates = {
@@ -158,7 +155,8 @@ def shipped_picks(dataset: str, runs: list[Run], cohort: str) -> list[str]:
         objective = group[0].result["objective"]["init_args"]
         settings = ", ".join(f"{k}={v}" for k, v in objective.items())
         lines.append(
-            f"- `configs/{dataset}/{config}` ({cohort}): {key[0]}, lr {key[1]:g}, β {key[2]:g}"
+            f"- {config} on `configs/{dataset}/rl.yaml` ({cohort}): {key[0]}, lr {key[1]:g},"
+            f" β {key[2]:g}"
             f" ({settings}); score {config_score(group):.4f} of {len(candidates)} candidates"
         )
     return lines
