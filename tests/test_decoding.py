@@ -152,7 +152,7 @@ def test_trie_matches_brute_force_prefix_sets(codes):
     assert int((trie.node_item >= 0).sum()) == len(codes)
     # every depth is one contiguous block of nodes
     for depth in range(trie.max_code_length + 1):
-        block = trie.node_depth[int(trie.level_offsets[depth]) : int(trie.level_offsets[depth + 1])]
+        block = trie.node_depth[trie.level(depth)]
         assert block.eq(depth).all() and block.numel() > 0
 
 

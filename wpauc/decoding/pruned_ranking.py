@@ -159,14 +159,11 @@ def exact_positive_ranks(
         if rank_cap is not None:
             search.beam()
         search.walk()
-    scores = table.item_scores()
-    others = torch.ones_like(scores, dtype=torch.bool)
-    others[torch.arange(target.numel(), device=target.device), target] = False
-    gt = ((scores > positive[:, None]) & others).sum(dim=1)
+    gt, ge = table.counts(target, positive)
     beyond_cap = gt >= rank_cap if rank_cap is not None else torch.zeros_like(gt, dtype=torch.bool)
     return PositiveRankCounts(
         gt=gt,
-        ge=((scores >= positive[:, None]) & others).sum(dim=1),
+        ge=ge,
         beyond_cap=beyond_cap,
         unresolved=search.unresolved,
         expansions=table.expansions,
@@ -195,7 +192,7 @@ class _Search:
         """Step 2: at each depth the ``rank_cap`` best prefixes above the positive run."""
         table = self.table
         for depth in range(1, table.trie.max_code_length):
-            level = table.level(depth)
+            level = table.trie.level(depth)
             scores = table.score[:, level].masked_fill(~table.runnable[level], -torch.inf)
             best, offset = scores.topk(min(self.rank_cap, scores.shape[1]), dim=1)
             chosen = torch.zeros_like(table.ran[:, level])
@@ -206,7 +203,7 @@ class _Search:
         """Step 3: at each depth every prefix at least as good as the positive runs."""
         table = self.table
         for depth in range(1, table.trie.max_code_length):
-            level = table.level(depth)
+            level = table.trie.level(depth)
             wanted = table.runnable[level] & ~table.ran[:, level]
             wanted &= table.score[:, level] >= self.positive[:, None]
             if self.rank_cap is not None:
@@ -215,9 +212,7 @@ class _Search:
 
     def _beyond_cap(self) -> Tensor:
         """``[B]`` bool: ``rank_cap`` items reached so far out-score the positive."""
-        above = self.table.item_scores() > self.positive[:, None]
-        above[torch.arange(self.target.numel(), device=above.device), self.target] = False
-        return above.sum(dim=1) >= self.rank_cap
+        return self.table.counts(self.target, self.positive)[0] >= self.rank_cap
 
     def _run(self, wanted: Tensor, depth: int, count_unresolved: bool) -> None:
         """Runs the prefixes of ``depth`` that ``wanted`` ``[B, level size]`` marks, but those
@@ -228,11 +223,11 @@ class _Search:
             self.censored |= (table.expansions + counts > self.max_expansions) & (counts > 0)
             if count_unresolved:
                 dropped = wanted & self.censored[:, None]
-                below = table.items_below[table.level(depth)]
+                below = table.items_below[table.trie.level(depth)]
                 self.unresolved += (dropped.long() * below).sum(dim=1)
             wanted = wanted & ~self.censored[:, None]
         context, offset = wanted.nonzero().unbind(dim=1)
-        table.run(context, offset + table.level(depth).start, depth)
+        table.run(context, offset + table.trie.level(depth).start, depth)
 
 
 def _check_finite(positive: Tensor, target: Tensor) -> None:

@@ -75,8 +75,6 @@ class PrefixTable:
         self.cache = PrefixCache(prompts)
         self.expansions = torch.zeros(batch_size, dtype=torch.long, device=device)
         """``[B]`` prefixes run through the model per context (the cost, in tokens)."""
-        self.forwards = 0
-        """Model forwards so far (the prompts' encoding excluded)."""
         contexts = torch.arange(batch_size, device=device)
         self._score_children(contexts, torch.zeros_like(contexts), prompts.last_logits)
 
@@ -87,10 +85,16 @@ class PrefixTable:
             return self.score[:, self.item_node]
         return self.score.gather(1, self.item_node[items][:, None])[:, 0]
 
-    def level(self, depth: int) -> slice:
-        """The node ids of ``depth``."""
-        offsets = self.trie.level_offsets
-        return slice(int(offsets[depth]), int(offsets[depth + 1]))
+    def counts(self, target: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
+        """``(gt, ge)`` ``[B]``: the items reached so far, each context's ``target`` excluded,
+        that score above / at least its ``positive`` score."""
+        scores = self.item_scores()
+        others = torch.ones_like(scores, dtype=torch.bool)
+        others[torch.arange(target.numel(), device=target.device), target] = False
+        return (
+            ((scores > positive[:, None]) & others).sum(dim=1),
+            ((scores >= positive[:, None]) & others).sum(dim=1),
+        )
 
     def run_code_paths(self, items: Tensor) -> None:
         """Runs the prefixes of each context's ``items`` ``[B]`` code: one forward of the code
@@ -109,7 +113,6 @@ class PrefixTable:
         logits = tree_forward(
             self.model, run_cache, trie.item_codes[items, :fed], positions, visible
         )
-        self.forwards += 1
         path, prompt_width = code_paths(trie, items), prompts.attention_mask.shape[1]
         for step in range(fed):
             node = path[:, step + 1]
@@ -152,7 +155,6 @@ class PrefixTable:
                 ancestors[pairs],
                 depth,
             )
-            self.forwards += 1
             self._store(context[pairs], node[pairs], keys, values)
             self._score_children(context[pairs], node[pairs], logits, logit_rows)
 
@@ -223,7 +225,7 @@ def items_below(trie: ItemTrie) -> Tensor:
     """``[num_nodes]`` long: number of items whose code starts with each node's prefix."""
     counts = trie.is_leaf(torch.arange(trie.num_nodes, device=trie.device)).long()
     for depth in range(trie.max_code_length, 0, -1):
-        level = slice(int(trie.level_offsets[depth]), int(trie.level_offsets[depth + 1]))
+        level = trie.level(depth)
         counts.index_add_(0, trie.node_parent[level], counts[level].clone())
     return counts
 

@@ -169,6 +169,10 @@ class ItemTrie:
         """
         return concat_ranges(self.child_offsets[nodes], self.child_offsets[nodes + 1])
 
+    def level(self, depth: int) -> slice:
+        """The ids of the nodes of ``depth`` (prefixes of that length)."""
+        return slice(int(self.level_offsets[depth]), int(self.level_offsets[depth + 1]))
+
     def ancestors(self, nodes: Tensor, count: int) -> Tensor:
         """``[K, count]`` the ``count`` nearest proper ancestors of ``nodes`` ``[K]``,
         shallowest first."""
