@@ -41,7 +41,7 @@ choose_python() {
 
 find_office() {
     local root
-    for root in "${WPAUC_DATA:-}" data ../shared/data; do
+    for root in "${WPAUC_DATA:-}" data; do
         if [ -n "$root" ] && [ -f "$root/amazon18-minionerec/index/Office_Products.index.json" ]; then
             echo "$root/amazon18-minionerec"
             return
@@ -96,7 +96,7 @@ SLIM
         cp "$office"/index/Office_Products.{index,item}.json "$data/index/"
         echo "Office data copied from $office"
     else
-        echo "no Office data found (WPAUC_DATA, data/, ../shared/data/): the device runs the synthetic world"
+        echo "no Office data found (WPAUC_DATA, data/): the device runs the synthetic world"
     fi
     local tree carried total
     tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
