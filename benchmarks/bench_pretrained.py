@@ -144,7 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir",
         help="the amazon18-minionerec folder (default: $WPAUC_DATA/amazon18-minionerec, else "
-        "data/ or ../shared/data/ beside the repository)",
+        "data/amazon18-minionerec in the repository)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
@@ -399,7 +399,7 @@ def data_root(args: argparse.Namespace) -> Path:
     if args.data_dir:
         return Path(args.data_dir)
     candidates = [Path(os.environ["WPAUC_DATA"])] if os.environ.get("WPAUC_DATA") else []
-    candidates += [REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "data"]
+    candidates += [REPO_ROOT / "data"]
     for root in candidates:
         if (root / "amazon18-minionerec" / "index" / "Office_Products.index.json").is_file():
             return root / "amazon18-minionerec"
