@@ -14,7 +14,7 @@ CODE=${STUDY_CODE:-/tmp/wpauc_study_code}
 rm -rf "$CODE" && mkdir -p "$CODE"
 git archive HEAD wpauc experiments configs | tar -x -C "$CODE"
 export WPAUC_STUDY_COMMIT=$(git rev-parse HEAD)
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WPAUC_DATA="${WPAUC_DATA:-data}"  # as the configs: where amazon18-minionerec lies
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WPAUC_DATA="${WPAUC_DATA:-$REPO/data}"  # as the configs: data/ of the repository
 study() {
   (cd "$CODE" && "$REPO/.venv/bin/python" -m experiments.study --out "$REPO/experiments/results/study" \
     --threads 1 --commit "$@")
