@@ -28,17 +28,19 @@ study --dataset synthetic --plan main --only sft_matched tawin_gated --lrs 3e-4 
 #    and gated TAWin with tail negatives (the correction for the out-of-beam mass), start 0
 study --dataset synthetic --plan main --only tawin_gated_tail --lrs 3e-4 --beta 0.04
 study --dataset office --plan main --only sft_matched beam_pauc_gated --lrs 3e-4 --beta 0.04 "${SEEDS[@]}" "${REAL[@]}"
-# 2. steering, from start 0: width-K and width-1 windows [K-1, K) beside each other
+# 2. steering on the synthetic world, from start 0: width-K and width-1 windows [K-1, K)
+#    beside each other
 study --dataset synthetic --plan sweep --only sweep_tawin_gated_k1 sweep_tawin_gated_k3 sweep_tawin_gated_k20 --lrs 3e-4 --beta 0.04
 study --dataset synthetic --plan sweep1 --only sweep1_tawin_gated_k3 sweep1_tawin_gated_k10 sweep1_tawin_gated_k20 --lrs 3e-4 --beta 0.04
-study --dataset office --plan main --only tawin_gated --lrs 3e-4 --beta 0.04 "${REAL[@]}"
-study --dataset office --plan sweep --only sweep_tawin_gated_k1 sweep_tawin_gated_k3 sweep_tawin_gated_k20 --lrs 3e-4 --beta 0.04 "${REAL[@]}"
-study --dataset office --plan sweep1 --only sweep1_tawin_gated_k3 sweep1_tawin_gated_k10 sweep1_tawin_gated_k20 --lrs 3e-4 --beta 0.04 "${REAL[@]}"
-study --dataset office --plan main --only tawin_gated_tail --lrs 3e-4 --beta 0.04 "${REAL[@]}"
 # 3. controls at the other learning rate, and Industrial: its start, controls, the RL row
 study --dataset synthetic --plan main --only sft_matched --lrs 1e-4
 study --dataset office --plan main --only sft_matched --lrs 1e-4 "${REAL[@]}"
 study --dataset industrial --plan main --only sft_matched tawin_gated --lrs 3e-4 --beta 0.04 "${REAL[@]}"
 study --dataset industrial --plan main --only sft_matched --lrs 1e-4 "${REAL[@]}"
+# 4. steering on Office, from start 0, and its tail negatives
+study --dataset office --plan main --only tawin_gated --lrs 3e-4 --beta 0.04 "${REAL[@]}"
+study --dataset office --plan sweep --only sweep_tawin_gated_k1 sweep_tawin_gated_k3 sweep_tawin_gated_k20 --lrs 3e-4 --beta 0.04 "${REAL[@]}"
+study --dataset office --plan sweep1 --only sweep1_tawin_gated_k3 sweep1_tawin_gated_k10 sweep1_tawin_gated_k20 --lrs 3e-4 --beta 0.04 "${REAL[@]}"
+study --dataset office --plan main --only tawin_gated_tail --lrs 3e-4 --beta 0.04 "${REAL[@]}"
 exit
 }
