@@ -32,6 +32,7 @@ from experiments.stats import (
     start_score,
     window_metric,
 )
+from experiments.study import SWEEP_KS
 from wpauc.metrics import metric_columns
 
 HEADLINE = {
@@ -45,7 +46,6 @@ CONTROL = "sft_matched"
 HEADLINE_METRICS = ("hr@1", "hr@10", "hr@20", "ndcg@10")
 ORACLE_METRICS = ("expected_hr@1", "expected_hr@10")
 TEST_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20", "ndcg@10", "auc")
-SWEEP_KS = (1, 3, 10, 20)
 SWEEP_WIDTHS = ("K", "1")
 SHIPPED = {"tawin": "TAWinWPAUC", "beam_pauc": "BeamPAUC", "grpo_auc": "GRPOAUC"}
 """Each shipped objective piece by the objective class whose configurations are its
@@ -374,7 +374,11 @@ def steering(dataset: str, runs: list[Run]) -> list[str]:
                 for r in g
                 if r.counts_path
             )
-            prefixes = ["hr", "expected_hr"] if oracle else ["hr"]
+            metrics = {"HR": lambda k: f"hr@{k}"}
+            if oracle:
+                metrics["EXPECTED_HR"] = lambda k: f"expected_hr@{k}"
+            if width == "K":  # the window each run optimises (at width 1 it is HR@K itself)
+                metrics["WPAUC"] = lambda k: window_metric(k, k)
             lines += [
                 "",
                 "Contrast: the aimed K's own metric at K minus the same metric of the run aimed at"
@@ -385,17 +389,16 @@ def steering(dataset: str, runs: list[Run]) -> list[str]:
                 + " |",
                 "|---" * (len(aimed) + 1) + "|",
             ]
-            for prefix in prefixes:
+            for name, metric_of in metrics.items():
                 for k, group in aimed.items():
                     cells = [
                         "-"
                         if other == k
-                        else interval(paired_difference(group, aimed[other], f"{prefix}@{k}"))
+                        else interval(paired_difference(group, aimed[other], metric_of(k)))
                         for other in aimed
                     ]
-                    lines.append(
-                        f"| {prefix.upper()}@{k} (aimed at {k}) | " + " | ".join(cells) + " |"
-                    )
+                    shown = f"WPAUC[{k - 1},{2 * k - 1})" if name == "WPAUC" else f"{name}@{k}"
+                    lines.append(f"| {shown} (aimed at {k}) | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
 
@@ -405,16 +408,19 @@ def window_matrix(dataset: str, runs: list[Run], starts: dict) -> list[str]:
     saved counts: the objective x window matrix."""
     windows = [(k, k) for k in SWEEP_KS] + [(k, 1) for k in SWEEP_KS if k > 1]
     names = [f"[{k - 1},{k - 1 + w})" for k, w in windows]
+    configs = group_by_config(runs)
+    # means are compared across rows: only the starts every configuration continues
+    shared = set(starts).intersection(*({r.pair[0] for r in g} for g in configs.values()))
     lines = [
         f"#### {dataset}: test WPAUC at every swept window (negative-ranks [lo, hi)),"
-        " mean over runs",
+        f" mean over the runs from SFT start(s) {sorted(shared)}",
         "",
         "| configuration | runs | " + " | ".join(names) + " |",
         "|---|---" + "|---" * len(names) + "|",
     ]
-    rows = [("SFT start", [s.counts_path for s in starts.values()])]
-    for key, group in group_by_config(runs).items():
-        paths = [run.counts_path for run in group if run.counts_path is not None]
+    rows = [("SFT start", [starts[seed].counts_path for seed in sorted(shared)])]
+    for key, group in configs.items():
+        paths = [r.counts_path for r in group if r.pair[0] in shared and r.counts_path]
         if paths:
             rows.append((label(key).replace(" | ", " "), paths))
     for name, paths in rows:

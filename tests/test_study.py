@@ -150,7 +150,11 @@ def test_the_report_writes_the_headline_with_paired_intervals(tmp_path):
     # aimed at 1 loses user 3 from the top (rank 30): HR@1 0.75 against 1 aimed at 10
     assert "| HR@1 (aimed at 1) | - | -0.2500 [-0.7500, +0.0000] n.d. |" in text
     assert "| HR@10 (aimed at 10) | +0.2500 [+0.0000, +0.7500] n.d. | - |" in text
-    assert "| tawin_gated 0.0003 0.04 | 4 |" in text  # the window matrix
+    # each run's own window: WPAUC over ranks [9, 19) of the run aimed at 10
+    assert "| WPAUC[9,19) (aimed at 10) | +0.2500 [+0.0000, +0.7500] n.d. | - |" in text
+    # the window matrix compares the starts every configuration continues: start 0 only
+    assert "mean over the runs from SFT start(s) [0]" in text
+    assert "| tawin_gated 0.0003 0.04 | 2 | 1.0000 |" in text
     assert "| synthetic | Δ RL − start | 4 | +1.0000 [+1.0000, +1.0000] |" in text  # summary
     # aimed at 1 against the headline run of the same start and seed: HR@1 0.75 against 1
     assert "| sweep_tawin_gated_k1 0.0003 0.04 | 2 | headline RL | -0.2500 [" in text
