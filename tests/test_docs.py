@@ -100,6 +100,18 @@ def test_readme_is_a_front_page():
     assert len((REPO / "README.md").read_bytes()) <= README_LIMIT
 
 
+def test_readme_results_table_is_the_study_reports():
+    """Every row of the README's Results table is a row of the generated summary in
+    experiments/README.md (`python -m experiments.study --report`), so the front page's
+    numbers cannot drift from the result files."""
+    readme = (REPO / "README.md").read_text()
+    results = readme.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in results.splitlines() if line.startswith("| ")]
+    summary = (REPO / "experiments" / "README.md").read_text()
+    summary = summary.split("### Summary: the headline rows", 1)[1].split("\n### ", 1)[0]
+    assert rows and all(row in summary.splitlines() for row in rows)
+
+
 def test_slugs_follow_github():
     assert slug("11. Consistency: which objectives keep the true order, and the variants") == (
         "11-consistency-which-objectives-keep-the-true-order-and-the-variants"
