@@ -331,8 +331,8 @@ def sweep_runs(runs: list[Run]) -> dict[tuple[str, float, float], dict[tuple[str
         if objective is None or objective_class(run) != "TAWinWPAUC":
             continue
         args = objective["init_args"]
-        if "pairwise" in args:
-            continue
+        if set(args) - {"target_k", "window_width", "gate"}:
+            continue  # a variant of the window (logistic pairs, tail negatives), not a sweep point
         k, width = args["target_k"], args["window_width"]
         form = "gated" if args.get("gate") == "beam" else "original"
         key = (form, run.result["lr"], run.result.get("beta", 0.0))
@@ -352,6 +352,9 @@ def steering(dataset: str, runs: list[Run]) -> list[str]:
             aimed = {k: by[(width, k)] for k in SWEEP_KS if (width, k) in by}
             if len(aimed) < 2:
                 continue
+            # the arms' means are compared: only the starts every arm continues
+            shared = set.intersection(*({r.pair[0] for r in g} for g in aimed.values()))
+            aimed = {k: [r for r in g if r.pair[0] in shared] for k, g in aimed.items()}
             window = "[K-1, 2K-1)" if width == "K" else "[K-1, K) (exactly HR@K)"
             lines += [
                 f"#### {dataset}: TAWin {form}, lr {lr:g}, β {beta:g}, window {window}",

@@ -164,3 +164,25 @@ def test_the_report_writes_the_headline_with_paired_intervals(tmp_path):
 @pytest.mark.parametrize("name", ["sft_matched", "tawin_gated"])
 def test_every_variant_has_a_run_folder_per_start(name):
     assert run_name(name, 3e-4, 0.0, 0, 0) != run_name(name, 3e-4, 0.0, 0, 1)
+
+
+def test_window_variants_are_not_sweep_points(tmp_path):
+    """Tail negatives or logistic pairs at K = 10 are other objectives, not the sweep's
+    K = 10 arm (they once joined it)."""
+    from experiments.stats import Run
+    from experiments.study_report import sweep_runs
+
+    def run(args: dict, seed: int) -> Run:
+        objective = {"class_path": VARIANTS["tawin"]["class_path"], "init_args": args}
+        result = {"name": "x", "objective": objective, "lr": 3e-4, "beta": 0.04, "seed": seed}
+        return Run(result | {"curves": {"val/ndcg@10": [[99, 0.1]]}}, tmp_path)
+
+    plain = {"target_k": 10, "window_width": 10, "gate": "beam"}
+    runs = [
+        run(plain, 0),
+        run(sweep(1)["init_args"], 0),
+        run(plain | {"tail_negatives": 16, "tail_weight": 1.0}, 1),
+        run(plain | {"pairwise": "logistic"}, 2),
+    ]
+    (by,) = sweep_runs(runs).values()
+    assert [r.pair[1] for r in by[("K", 10)]] == [0]
