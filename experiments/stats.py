@@ -173,6 +173,10 @@ def per_user(counts: dict[str, np.ndarray], metric: str) -> np.ndarray:
     return values.double().numpy()
 
 
+SWEEP_KS = (1, 3, 10, 20)
+"""The aimed K of the study's window sweeps (`experiments.study`'s plans, the report's tables)."""
+
+
 def window_metric(target_k: int, width: int) -> str:
     """The `per_user` name of the WPAUC over TAWin's window aimed at K: ranks [K-1, K-1+w)."""
     return f"wpauc@ranks[{target_k - 1},{target_k - 1 + width})"

@@ -95,7 +95,6 @@ same)."""
 
 SWEEP_FORMS = {"tawin": {"gate": "none"}, "tawin_gated": {"gate": "beam"}}
 """The window sweeps: TAWin aimed at each K, original and gated."""
-SWEEP_KS = (1, 3, 10, 20)
 
 
 def sweep_variant(form: str, target_k: int, width: int | None = None) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from experiments.runs import EXPERIMENTS_README, splice_between
 from experiments.stats import (
+    SWEEP_KS,
     Run,
     config_score,
     group_by_config,
@@ -32,7 +33,6 @@ from experiments.stats import (
     start_score,
     window_metric,
 )
-from experiments.study import SWEEP_KS
 from wpauc.metrics import metric_columns
 
 HEADLINE = {
