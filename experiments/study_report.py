@@ -302,20 +302,32 @@ def run_metric(run: Run, metric: str) -> float:
 
 
 def comparisons(dataset: str, runs: list[Run]) -> list[str]:
-    """Every configuration of the seeded starts against its starts and against the
-    headline RL variant (paired by start and RL seed): the intervals behind any claim."""
+    """Every configuration of the seeded starts against its starts, against the headline RL
+    variant and, for a TAWin configuration where the headline is not gated TAWin, against
+    gated TAWin at the same lr and β (the base of the sweeps and window variants); paired
+    by start and RL seed: the intervals behind any claim."""
     groups = group_by_config(runs)
-    rl = groups.get(HEADLINE.get(dataset), [])
+    headline_key = HEADLINE.get(dataset)
     lines = [
-        f"#### {dataset}: every configuration against the start and the headline RL row",
+        f"#### {dataset}: every configuration against the start, the headline RL row and,"
+        " for TAWin where the headline is another objective, gated TAWin",
         "",
         "| configuration | runs | vs | " + " | ".join(m.upper() for m in HEADLINE_METRICS) + " |",
         "|---|---|---" + "|---" * len(HEADLINE_METRICS) + "|",
     ]
     for key, group in groups.items():
-        for against, other in (("start", None), ("headline RL", rl)):
-            if other is not None and (not other or key == HEADLINE.get(dataset)):
-                continue
+        references = [("start", None)]
+        if key != headline_key and groups.get(headline_key):
+            references.append(("headline RL", groups[headline_key]))
+        tawin_key = ("tawin_gated", *key[1:])
+        if (
+            objective_class(group[0]) == "TAWinWPAUC"
+            and key != tawin_key
+            and headline_key != tawin_key
+            and groups.get(tawin_key)
+        ):
+            references.append(("gated TAWin", groups[tawin_key]))
+        for against, other in references:
             cells = [interval(paired_difference(group, other, m)) for m in HEADLINE_METRICS]
             name = label(key).replace(" | ", " ")
             lines.append(f"| {name} | {len(group)} | {against} | " + " | ".join(cells) + " |")

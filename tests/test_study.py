@@ -161,6 +161,26 @@ def test_the_report_writes_the_headline_with_paired_intervals(tmp_path):
     assert (out / "synthetic_starts_curves.png").exists()
 
 
+def test_tawin_configurations_are_paired_with_gated_tawin_where_it_is_not_the_headline(
+    tmp_path, monkeypatch
+):
+    """On a data set whose headline is another objective (Office: beam-PAUC) each TAWin
+    configuration is also compared with plain gated TAWin of the same lr and β."""
+    from experiments import study_report
+
+    out = toy_study(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_START}\n{README_END}\n")
+    monkeypatch.setitem(study_report.HEADLINE, "synthetic", (CONTROL, 3e-4, 0.0))
+    lines = write_study_report(out, readme).read_text().splitlines()
+    against_tawin = [line for line in lines if " | gated TAWin | " in line]
+    # aimed at 1 against gated TAWin (aimed at 10) of the same start and seed: HR@1 0.75 - 1
+    assert len(against_tawin) == 1
+    assert against_tawin[0].startswith(
+        "| sweep_tawin_gated_k1 0.0003 0.04 | 2 | gated TAWin | -0.2500 ["
+    )
+
+
 @pytest.mark.parametrize("name", ["sft_matched", "tawin_gated"])
 def test_every_variant_has_a_run_folder_per_start(name):
     assert run_name(name, 3e-4, 0.0, 0, 0) != run_name(name, 3e-4, 0.0, 0, 1)
