@@ -42,5 +42,8 @@ study --dataset office --plan main --only tawin_gated --lrs 3e-4 --beta 0.04 "${
 study --dataset office --plan sweep --only sweep_tawin_gated_k1 sweep_tawin_gated_k3 sweep_tawin_gated_k20 --lrs 3e-4 --beta 0.04 "${REAL[@]}"
 study --dataset office --plan sweep1 --only sweep1_tawin_gated_k3 sweep1_tawin_gated_k10 sweep1_tawin_gated_k20 --lrs 3e-4 --beta 0.04 "${REAL[@]}"
 study --dataset office --plan main --only tawin_gated_tail --lrs 3e-4 --beta 0.04 "${REAL[@]}"
+# 5. tail negatives at the weight the bound asks for (tail_weight 0.1), start 0
+study --dataset synthetic --plan main --only tawin_gated_tail_small --lrs 3e-4 --beta 0.04
+study --dataset office --plan main --only tawin_gated_tail_small --lrs 3e-4 --beta 0.04 "${REAL[@]}"
 exit
 }

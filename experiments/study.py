@@ -81,6 +81,18 @@ VARIANTS: dict[str, dict | None] = {
             "tail_weight": 1.0,
         },
     },
+    # the same at the tail weight docs/design.md section 11's bound asks for (lambda* at most
+    # 0.082 on the synthetic world's validation contexts)
+    "tawin_gated_tail_small": {
+        "class_path": TAWIN,
+        "init_args": {
+            "target_k": 10,
+            "window_width": 10,
+            "gate": "beam",
+            "tail_negatives": 16,
+            "tail_weight": 0.1,
+        },
+    },
     # the first study gave no gate here and inherited gate: beam from
     # configs/objective/tawin.yaml: it ran gated, as it is written now
     "tawin_logistic": {
