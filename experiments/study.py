@@ -52,6 +52,15 @@ CONTROL = "sft_matched"
 """The control: the same steps of SFT instead of RL, with the dataset's SFT recipe (its
 policy's dropout, weight decay and schedule; `configs/<dataset>/sft.yaml`) at the RL run's
 learning rate."""
+
+
+def gated_tawin_with_tail(tail_weight: float) -> dict:
+    """Gated TAWin aimed at K = 10 with 16 tail negatives of weight `tail_weight`."""
+    init_args = {"target_k": 10, "window_width": 10, "gate": "beam"}
+    init_args |= {"tail_negatives": 16, "tail_weight": tail_weight}
+    return {"class_path": TAWIN, "init_args": init_args}
+
+
 VARIANTS: dict[str, dict | None] = {
     CONTROL: None,
     "grpo_auc": {"class_path": "wpauc.objectives.GRPOAUC", "init_args": {"num_negatives": 16}},
@@ -70,29 +79,10 @@ VARIANTS: dict[str, dict | None] = {
     },
     "tawin_gated": objective_piece(CONFIGS / "objective" / "tawin.yaml"),
     # gated TAWin plus tail negatives below the window (docs/design.md section 11: the
-    # window then has no lower edge)
-    "tawin_gated_tail": {
-        "class_path": TAWIN,
-        "init_args": {
-            "target_k": 10,
-            "window_width": 10,
-            "gate": "beam",
-            "tail_negatives": 16,
-            "tail_weight": 1.0,
-        },
-    },
-    # the same at the tail weight docs/design.md section 11's bound asks for (lambda* at most
-    # 0.082 on the synthetic world's validation contexts)
-    "tawin_gated_tail_small": {
-        "class_path": TAWIN,
-        "init_args": {
-            "target_k": 10,
-            "window_width": 10,
-            "gate": "beam",
-            "tail_negatives": 16,
-            "tail_weight": 0.1,
-        },
-    },
+    # window then has no lower edge), at weight 1 and at the weight the section's bound asks
+    # for (lambda* at most 0.082 on the synthetic world's validation contexts)
+    "tawin_gated_tail": gated_tawin_with_tail(tail_weight=1.0),
+    "tawin_gated_tail_small": gated_tawin_with_tail(tail_weight=0.1),
     # the first study gave no gate here and inherited gate: beam from
     # configs/objective/tawin.yaml: it ran gated, as it is written now
     "tawin_logistic": {
