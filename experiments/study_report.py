@@ -44,7 +44,7 @@ HEADLINE = {
 curves (experiments/README.md, rule 3); its control is `sft_matched` at the same rate."""
 CONTROL = "sft_matched"
 HEADLINE_METRICS = ("hr@1", "hr@10", "hr@20", "ndcg@10")
-ORACLE_METRICS = ("expected_hr@1", "expected_hr@10")
+ORACLE_METRICS = ("expected_hr@1", "expected_hr@10", "expected_hr@20")
 TEST_COLUMNS = ("hr@1", "hr@3", "hr@10", "hr@20", "ndcg@10", "auc")
 SWEEP_WIDTHS = ("K", "1")
 SHIPPED = {"tawin": "TAWinWPAUC", "beam_pauc": "BeamPAUC", "grpo_auc": "GRPOAUC"}
@@ -233,6 +233,15 @@ def mean_text(values: list[float]) -> str:
     return f"{mean_std(values)[0]:.4f}" if values else "pending"
 
 
+def compared_metrics(counts_paths: list[Path | None]) -> list[str]:
+    """The metrics of the paired tables: the headline metrics, and the noise-free expected
+    HR@K where the counts hold it (the synthetic world)."""
+    has_oracle = any(
+        path is not None and "expected_hr" in load_counts(path) for path in counts_paths
+    )
+    return [*HEADLINE_METRICS, *(ORACLE_METRICS if has_oracle else ())]
+
+
 def headline(dataset: str, runs: list[Run], starts: dict) -> list[str]:
     """The start, the matched control and the headline RL variant: test metrics and the
     paired differences with their intervals."""
@@ -240,10 +249,7 @@ def headline(dataset: str, runs: list[Run], starts: dict) -> list[str]:
         return []
     starts, control, rl, rl_key = headline_arms(dataset, runs, starts)
     control_key = (CONTROL, rl_key[1], 0.0)
-    metrics = list(HEADLINE_METRICS)
-    has_oracle = any("expected_hr" in load_counts(s.counts_path) for s in starts.values())
-    if has_oracle:
-        metrics += ORACLE_METRICS
+    metrics = compared_metrics([s.counts_path for s in starts.values()])
     lines = [
         f"#### {dataset}: headline (SFT starts {sorted(starts)} x RL seeds; test split)",
         "",
@@ -308,12 +314,13 @@ def comparisons(dataset: str, runs: list[Run]) -> list[str]:
     by start and RL seed: the intervals behind any claim."""
     groups = group_by_config(runs)
     headline_key = HEADLINE.get(dataset)
+    metrics = compared_metrics([run.counts_path for run in runs])
     lines = [
         f"#### {dataset}: every configuration against the start, the headline RL row and,"
         " for TAWin where the headline is another objective, gated TAWin",
         "",
-        "| configuration | runs | vs | " + " | ".join(m.upper() for m in HEADLINE_METRICS) + " |",
-        "|---|---|---" + "|---" * len(HEADLINE_METRICS) + "|",
+        "| configuration | runs | vs | " + " | ".join(m.upper() for m in metrics) + " |",
+        "|---|---|---" + "|---" * len(metrics) + "|",
     ]
     for key, group in groups.items():
         references = [("start", None)]
@@ -328,7 +335,7 @@ def comparisons(dataset: str, runs: list[Run]) -> list[str]:
         ):
             references.append(("gated TAWin", groups[tawin_key]))
         for against, other in references:
-            cells = [interval(paired_difference(group, other, m)) for m in HEADLINE_METRICS]
+            cells = [interval(paired_difference(group, other, m)) for m in metrics]
             name = label(key).replace(" | ", " ")
             lines.append(f"| {name} | {len(group)} | {against} | " + " | ".join(cells) + " |")
     return [*lines, ""]
