@@ -45,5 +45,7 @@ study --dataset office --plan main --only tawin_gated_tail --lrs 3e-4 --beta 0.0
 # 5. tail negatives at the weight the bound asks for (tail_weight 0.1), start 0
 study --dataset synthetic --plan main --only tawin_gated_tail_small --lrs 3e-4 --beta 0.04
 study --dataset office --plan main --only tawin_gated_tail_small --lrs 3e-4 --beta 0.04 "${REAL[@]}"
+#    and on the synthetic world from starts 1 and 2 too, beside the headline's 3 x 3
+study --dataset synthetic --plan main --only tawin_gated_tail_small --lrs 3e-4 --beta 0.04 "${SEEDS[@]}"
 exit
 }
