@@ -56,9 +56,16 @@ learning rate."""
 
 def gated_tawin_with_tail(tail_weight: float) -> dict:
     """Gated TAWin aimed at K = 10 with 16 tail negatives of weight `tail_weight`."""
-    init_args = {"target_k": 10, "window_width": 10, "gate": "beam"}
-    init_args |= {"tail_negatives": 16, "tail_weight": tail_weight}
-    return {"class_path": TAWIN, "init_args": init_args}
+    return {
+        "class_path": TAWIN,
+        "init_args": {
+            "target_k": 10,
+            "window_width": 10,
+            "gate": "beam",
+            "tail_negatives": 16,
+            "tail_weight": tail_weight,
+        },
+    }
 
 
 VARIANTS: dict[str, dict | None] = {

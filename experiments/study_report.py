@@ -35,10 +35,12 @@ from experiments.stats import (
 )
 from wpauc.metrics import metric_columns
 
+GATED_TAWIN = "tawin_gated"
+"""Plain gated TAWin aimed at K = 10: the base of the window sweeps and variants."""
 HEADLINE = {
-    "synthetic": ("tawin_gated", 3e-4, 0.04),
+    "synthetic": (GATED_TAWIN, 3e-4, 0.04),
     "office": ("beam_pauc_gated", 3e-4, 0.04),
-    "industrial": ("tawin_gated", 3e-4, 0.04),
+    "industrial": (GATED_TAWIN, 3e-4, 0.04),
 }
 """The RL row of each data set's headline: the rule's pick on the first study's validation
 curves (experiments/README.md, rule 3); its control is `sft_matched` at the same rate."""
@@ -326,7 +328,7 @@ def comparisons(dataset: str, runs: list[Run]) -> list[str]:
         references = [("start", None)]
         if key != headline_key and groups.get(headline_key):
             references.append(("headline RL", groups[headline_key]))
-        tawin_key = ("tawin_gated", *key[1:])
+        tawin_key = (GATED_TAWIN, *key[1:])
         if (
             objective_class(group[0]) == "TAWinWPAUC"
             and key != tawin_key
